@@ -1,0 +1,6 @@
+//! keyward: a Kubernetes operator that manages API keys as custom resources.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod crd;
+pub mod duration;
