@@ -1,0 +1,115 @@
+//! API errors, answered as `metav1.Status` bodies with the apiserver's codes, reasons and
+//! wording, since clients branch on them (kube-rs on `code`, kubectl prints `message`).
+
+use serde_json::{Value, json};
+
+use crate::resources::ResourceType;
+
+/// A failed request: HTTP status code, Status reason and message, optional details.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self { code, reason, message: message.into(), details: None }
+    }
+
+    fn details(rt: &ResourceType, name: &str) -> Value {
+        let mut d = json!({"name": name, "kind": rt.plural});
+        if !rt.group.is_empty() {
+            d["group"] = json!(rt.group);
+        }
+        d
+    }
+
+    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
+        Self {
+            details: Some(Self::details(rt, name)),
+            ..Self::new(404, "NotFound", format!("{} \"{name}\" not found", rt.qualified()))
+        }
+    }
+
+    pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
+        Self {
+            details: Some(Self::details(rt, name)),
+            ..Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", rt.qualified()))
+        }
+    }
+
+    pub fn conflict(rt: &ResourceType, name: &str, why: &str) -> Self {
+        Self {
+            details: Some(Self::details(rt, name)),
+            ..Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": {why}", rt.qualified()))
+        }
+    }
+
+    pub fn modified(rt: &ResourceType, name: &str) -> Self {
+        Self::conflict(
+            rt,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+
+    /// 422 with one cause per invalid field.
+    pub fn invalid(rt: &ResourceType, name: &str, causes: Vec<(String, &'static str, String)>) -> Self {
+        let messages: Vec<&str> = causes.iter().map(|(_, _, m)| m.as_str()).collect();
+        let joined = if messages.len() == 1 { messages[0].to_string() } else { format!("[{}]", messages.join(", ")) };
+        let mut details = Self::details(rt, name);
+        details["kind"] = json!(rt.kind);
+        details["causes"] = causes
+            .iter()
+            .map(|(field, reason, message)| json!({"reason": reason, "message": message, "field": field}))
+            .collect();
+        Self {
+            details: Some(details),
+            ..Self::new(422, "Invalid", format!("{} \"{name}\" is invalid: {joined}", rt.qualified_kind()))
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(405, "MethodNotAllowed", message)
+    }
+
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message)
+    }
+
+    /// The `metav1.Status` body.
+    pub fn status(&self) -> Value {
+        let mut v = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            v["details"] = d.clone();
+        }
+        v
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.code, self.reason, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}

@@ -1,0 +1,223 @@
+//! `meta.k8s.io/v1` Table responses for `kubectl get`: a CRD's printer columns (evaluated
+//! with the JSONPath subset CRDs use) and the columns kube-apiserver prints for built-ins.
+
+use serde_json::{Value, json};
+
+use crate::resources::ResourceType;
+
+/// Evaluates the JSONPath subset of printer columns: `.a.b`, `.a[0]`, `.a[*].b` and
+/// `.a[?(@.k=="v")].b`. Returns every match.
+pub fn json_path<'a>(object: &'a Value, path: &str) -> Vec<&'a Value> {
+    let mut nodes = vec![object];
+    let mut rest = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('$');
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            let field = &r[..end];
+            nodes = nodes.into_iter().filter_map(|n| n.get(field)).collect();
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let Some(end) = find_closing(r) else { return Vec::new() };
+            let inner = &r[..end];
+            rest = &r[end + 1..];
+            nodes = if inner == "*" {
+                nodes.into_iter().flat_map(|n| n.as_array().into_iter().flatten()).collect()
+            } else if let Ok(i) = inner.parse::<usize>() {
+                nodes.into_iter().filter_map(|n| n.get(i)).collect()
+            } else if let Some(filter) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
+                let (lhs, op, rhs) = match (filter.split_once("=="), filter.split_once("!=")) {
+                    (_, Some((l, r))) => (l, false, r),
+                    (Some((l, r)), None) => (l, true, r),
+                    _ => return Vec::new(),
+                };
+                let field = lhs.trim().trim_start_matches('@').trim_start_matches('.');
+                let want = rhs.trim().trim_matches(|c| c == '"' || c == '\'');
+                nodes
+                    .into_iter()
+                    .flat_map(|n| n.as_array().into_iter().flatten())
+                    .filter(|item| {
+                        let got = match item.get(field) {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(v) => v.to_string(),
+                            None => String::new(),
+                        };
+                        (got == want) == op
+                    })
+                    .collect()
+            } else {
+                return Vec::new();
+            };
+        } else {
+            return Vec::new();
+        }
+    }
+    nodes
+}
+
+fn find_closing(s: &str) -> Option<usize> {
+    let mut depth = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '[' | '(' => depth += 1,
+            ')' => depth -= 1,
+            ']' if depth == 0 => return Some(i),
+            ']' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+fn cell(value: Option<&Value>, ty: &str) -> Value {
+    match value {
+        None | Some(Value::Null) => Value::Null,
+        Some(v) if ty == "integer" || ty == "number" || ty == "boolean" => v.clone(),
+        Some(Value::String(s)) => json!(s),
+        Some(other) => json!(other.to_string()),
+    }
+}
+
+fn column(name: &str, ty: &str, format: &str, description: &str, priority: i64) -> Value {
+    json!({"name": name, "type": ty, "format": format, "description": description, "priority": priority})
+}
+
+fn age(object: &Value) -> Value {
+    object["metadata"]["creationTimestamp"].clone()
+}
+
+/// The columns and cells for a list of objects of `rt`.
+pub fn table(rt: &ResourceType, objects: &[Value], resource_version: u64, continue_token: Option<&str>) -> Value {
+    let name_col = column("Name", "string", "name", "Name must be unique within a namespace.", 0);
+    let (columns, rows): (Vec<Value>, Vec<Vec<Value>>) = if rt.custom {
+        let mut cols = vec![name_col];
+        let printer = if rt.printer_columns.is_empty() {
+            vec![json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})]
+        } else {
+            rt.printer_columns.clone()
+        };
+        for c in &printer {
+            cols.push(column(
+                c["name"].as_str().unwrap_or_default(),
+                c["type"].as_str().unwrap_or("string"),
+                c["format"].as_str().unwrap_or_default(),
+                c["description"].as_str().unwrap_or_default(),
+                c["priority"].as_i64().unwrap_or(0),
+            ));
+        }
+        let rows = objects
+            .iter()
+            .map(|o| {
+                let mut cells = vec![o["metadata"]["name"].clone()];
+                for c in &printer {
+                    let found = json_path(o, c["jsonPath"].as_str().unwrap_or_default());
+                    cells.push(cell(found.first().copied(), c["type"].as_str().unwrap_or("string")));
+                }
+                cells
+            })
+            .collect();
+        (cols, rows)
+    } else {
+        builtin_table(rt, objects, name_col)
+    };
+    let rows: Vec<Value> = objects
+        .iter()
+        .zip(rows)
+        .map(|(o, cells)| {
+            json!({
+                "cells": cells,
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": o["metadata"],
+                },
+            })
+        })
+        .collect();
+    let mut meta = json!({"resourceVersion": resource_version.to_string()});
+    if let Some(token) = continue_token {
+        meta["continue"] = json!(token);
+    }
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
+}
+
+fn builtin_table(rt: &ResourceType, objects: &[Value], name_col: Value) -> (Vec<Value>, Vec<Vec<Value>>) {
+    let age_col = column("Age", "string", "", "", 0);
+    let count = |v: &Value| v.as_object().map_or(0, |m| m.len());
+    match rt.plural.as_str() {
+        "secrets" => (
+            vec![name_col, column("Type", "string", "", "", 0), column("Data", "string", "", "", 0), age_col],
+            objects.iter().map(|o| vec![o["metadata"]["name"].clone(), o["type"].clone(), json!(count(&o["data"])), age(o)]).collect(),
+        ),
+        "configmaps" => (
+            vec![name_col, column("Data", "string", "", "", 0), age_col],
+            objects
+                .iter()
+                .map(|o| vec![o["metadata"]["name"].clone(), json!(count(&o["data"]) + count(&o["binaryData"])), age(o)])
+                .collect(),
+        ),
+        "namespaces" => (
+            vec![name_col, column("Status", "string", "", "", 0), age_col],
+            objects.iter().map(|o| vec![o["metadata"]["name"].clone(), o["status"]["phase"].clone(), age(o)]).collect(),
+        ),
+        "deployments" | "statefulsets" | "daemonsets" => (
+            vec![name_col, column("Ready", "string", "", "", 0), column("Up-to-date", "string", "", "", 0), age_col],
+            objects
+                .iter()
+                .map(|o| {
+                    let ready = format!(
+                        "{}/{}",
+                        o["status"]["readyReplicas"].as_i64().unwrap_or(0),
+                        o["spec"]["replicas"].as_i64().unwrap_or(1)
+                    );
+                    vec![o["metadata"]["name"].clone(), json!(ready), json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0)), age(o)]
+                })
+                .collect(),
+        ),
+        "events" => (
+            vec![
+                column("Last Seen", "string", "", "", 0),
+                column("Type", "string", "", "", 0),
+                column("Reason", "string", "", "", 0),
+                column("Object", "string", "", "", 0),
+                column("Message", "string", "", "", 0),
+            ],
+            objects
+                .iter()
+                .map(|o| {
+                    let core = if o["apiVersion"] == "events.k8s.io/v1" { crate::events::to_core(o) } else { o.clone() };
+                    let seen = [&core["lastTimestamp"], &core["eventTime"], &core["metadata"]["creationTimestamp"]]
+                        .into_iter()
+                        .find(|v| !v.is_null())
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    let object = format!(
+                        "{}/{}",
+                        core["involvedObject"]["kind"].as_str().unwrap_or_default().to_lowercase(),
+                        core["involvedObject"]["name"].as_str().unwrap_or_default()
+                    );
+                    vec![seen, core["type"].clone(), core["reason"].clone(), json!(object), core["message"].clone()]
+                })
+                .collect(),
+        ),
+        "leases" => (
+            vec![name_col, column("Holder", "string", "", "", 0), age_col],
+            objects.iter().map(|o| vec![o["metadata"]["name"].clone(), o["spec"]["holderIdentity"].clone(), age(o)]).collect(),
+        ),
+        _ => (vec![name_col, age_col], objects.iter().map(|o| vec![o["metadata"]["name"].clone(), age(o)]).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printer_column_paths() {
+        let o = json!({"status": {"conditions": [{"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}], "n": 3}, "spec": {"owner": "team"}});
+        assert_eq!(json_path(&o, ".status.conditions[?(@.type==\"Ready\")].status"), vec![&json!("True")]);
+        assert_eq!(json_path(&o, ".status.conditions[0].type"), vec![&json!("Other")]);
+        assert_eq!(json_path(&o, ".status.conditions[*].type").len(), 2);
+        assert_eq!(json_path(&o, ".spec.owner"), vec![&json!("team")]);
+        assert!(json_path(&o, ".spec.missing").is_empty());
+    }
+}
