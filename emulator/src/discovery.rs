@@ -43,12 +43,18 @@ fn groups(resources: &[ResourceType]) -> BTreeMap<String, Vec<String>> {
 }
 
 fn group_json(name: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
     json!({"name": name, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
 pub fn group_list(resources: &[ResourceType]) -> Value {
-    let groups: Vec<Value> = groups(resources).iter().map(|(g, vs)| group_json(g, vs)).collect();
+    let groups: Vec<Value> = groups(resources)
+        .iter()
+        .map(|(g, vs)| group_json(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -62,7 +68,10 @@ pub fn group(resources: &[ResourceType], name: &str) -> Option<Value> {
 }
 
 pub fn resource_list(resources: &[ResourceType], group: &str, version: &str) -> Option<Value> {
-    let served: Vec<&ResourceType> = resources.iter().filter(|r| r.group == group && r.version == version).collect();
+    let served: Vec<&ResourceType> = resources
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
     if served.is_empty() {
         return None;
     }
@@ -92,12 +101,22 @@ pub fn resource_list(resources: &[ResourceType], group: &str, version: &str) -> 
             }));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
+    )
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `/openapi/v3`: one entry per group-version.
@@ -105,8 +124,14 @@ pub fn openapi_v3_index(resources: &[ResourceType]) -> Value {
     let mut paths = serde_json::Map::new();
     for r in resources {
         let path = gv_path(&r.group, &r.version);
-        let hash = format!("{:016x}", fingerprint(&openapi_v3_document(resources, &r.group, &r.version)));
-        paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}));
+        let hash = format!(
+            "{:016x}",
+            fingerprint(&openapi_v3_document(resources, &r.group, &r.version))
+        );
+        paths.insert(
+            path.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -122,20 +147,33 @@ fn fingerprint(v: &Value) -> u64 {
 }
 
 fn schema_name(r: &ResourceType) -> String {
-    let group = if r.group.is_empty() { "core".to_string() } else { r.group.split('.').rev().collect::<Vec<_>>().join(".") };
+    let group = if r.group.is_empty() {
+        "core".to_string()
+    } else {
+        r.group.split('.').rev().collect::<Vec<_>>().join(".")
+    };
     format!("{group}.{}.{}", r.version, r.kind)
 }
 
 fn query_params() -> Value {
     let p = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
-    json!([p("dryRun"), p("fieldManager"), p("fieldValidation"), p("force"), p("pretty")])
+    json!([
+        p("dryRun"),
+        p("fieldManager"),
+        p("fieldValidation"),
+        p("force"),
+        p("pretty")
+    ])
 }
 
 /// `/openapi/v3/apis/GROUP/VERSION`: paths with their operations and the kinds' schemas.
 pub fn openapi_v3_document(resources: &[ResourceType], group: &str, version: &str) -> Value {
     let mut paths = serde_json::Map::new();
     let mut schemas = serde_json::Map::new();
-    for r in resources.iter().filter(|r| r.group == group && r.version == version) {
+    for r in resources
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
         let name = schema_name(r);
         let reference = json!({"$ref": format!("#/components/schemas/{name}")});
@@ -154,15 +192,23 @@ pub fn openapi_v3_document(resources: &[ResourceType], group: &str, version: &st
         } else {
             format!("{base}/{}", r.plural)
         };
-        paths.insert(collection.clone(), json!({"get": op("list"), "post": op("post")}));
+        paths.insert(
+            collection.clone(),
+            json!({"get": op("list"), "post": op("post")}),
+        );
         paths.insert(
             format!("{collection}/{{name}}"),
             json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
         );
         if r.status_subresource {
-            paths.insert(format!("{collection}/{{name}}/status"), json!({"get": op("get"), "put": op("put"), "patch": op("patch")}));
+            paths.insert(
+                format!("{collection}/{{name}}/status"),
+                json!({"get": op("get"), "put": op("put"), "patch": op("patch")}),
+            );
         }
-        let mut schema = r.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        let mut schema = r.schema.clone().unwrap_or_else(
+            || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+        );
         schema["x-kubernetes-group-version-kind"] = json!([gvk]);
         schemas.insert(name, schema);
     }
@@ -195,7 +241,10 @@ pub fn openapi_v2(resources: &[ResourceType]) -> Value {
             item,
             json!({"patch": {"x-kubernetes-group-version-kind": gvk, "parameters": params, "responses": {"200": {"description": "OK"}}}}),
         );
-        let mut schema = r.schema.clone().unwrap_or_else(|| json!({"type": "object"}));
+        let mut schema = r
+            .schema
+            .clone()
+            .unwrap_or_else(|| json!({"type": "object"}));
         schema["x-kubernetes-group-version-kind"] = json!([gvk]);
         definitions.insert(schema_name(r), schema);
     }

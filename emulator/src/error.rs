@@ -16,7 +16,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     fn details(rt: &ResourceType, name: &str) -> Value {
@@ -30,21 +35,36 @@ impl ApiError {
     pub fn not_found(rt: &ResourceType, name: &str) -> Self {
         Self {
             details: Some(Self::details(rt, name)),
-            ..Self::new(404, "NotFound", format!("{} \"{name}\" not found", rt.qualified()))
+            ..Self::new(
+                404,
+                "NotFound",
+                format!("{} \"{name}\" not found", rt.qualified()),
+            )
         }
     }
 
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
         Self {
             details: Some(Self::details(rt, name)),
-            ..Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", rt.qualified()))
+            ..Self::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", rt.qualified()),
+            )
         }
     }
 
     pub fn conflict(rt: &ResourceType, name: &str, why: &str) -> Self {
         Self {
             details: Some(Self::details(rt, name)),
-            ..Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": {why}", rt.qualified()))
+            ..Self::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                    rt.qualified()
+                ),
+            )
         }
     }
 
@@ -57,9 +77,17 @@ impl ApiError {
     }
 
     /// 422 with one cause per invalid field.
-    pub fn invalid(rt: &ResourceType, name: &str, causes: Vec<(String, &'static str, String)>) -> Self {
+    pub fn invalid(
+        rt: &ResourceType,
+        name: &str,
+        causes: Vec<(String, &'static str, String)>,
+    ) -> Self {
         let messages: Vec<&str> = causes.iter().map(|(_, _, m)| m.as_str()).collect();
-        let joined = if messages.len() == 1 { messages[0].to_string() } else { format!("[{}]", messages.join(", ")) };
+        let joined = if messages.len() == 1 {
+            messages[0].to_string()
+        } else {
+            format!("[{}]", messages.join(", "))
+        };
         let mut details = Self::details(rt, name);
         details["kind"] = json!(rt.kind);
         details["causes"] = causes
@@ -68,7 +96,11 @@ impl ApiError {
             .collect();
         Self {
             details: Some(details),
-            ..Self::new(422, "Invalid", format!("{} \"{name}\" is invalid: {joined}", rt.qualified_kind()))
+            ..Self::new(
+                422,
+                "Invalid",
+                format!("{} \"{name}\" is invalid: {joined}", rt.qualified_kind()),
+            )
         }
     }
 

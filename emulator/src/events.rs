@@ -25,12 +25,20 @@ pub fn to_core(event: &Value) -> Value {
     move_field(event, "eventTime", &mut out, "eventTime");
     move_field(event, "reportingController", &mut out, "reportingComponent");
     move_field(event, "reportingInstance", &mut out, "reportingInstance");
-    move_field(event, "deprecatedFirstTimestamp", &mut out, "firstTimestamp");
+    move_field(
+        event,
+        "deprecatedFirstTimestamp",
+        &mut out,
+        "firstTimestamp",
+    );
     move_field(event, "deprecatedLastTimestamp", &mut out, "lastTimestamp");
     move_field(event, "deprecatedCount", &mut out, "count");
     move_field(event, "deprecatedSource", &mut out, "source");
     if let Some(series) = event.get("series").filter(|s| s.is_object()) {
-        out.insert("series".into(), json!({"count": series["count"], "lastObservedTime": series["lastObservedTime"]}));
+        out.insert(
+            "series".into(),
+            json!({"count": series["count"], "lastObservedTime": series["lastObservedTime"]}),
+        );
         out.insert("count".into(), series["count"].clone());
     }
     if !out.contains_key("source")
@@ -60,7 +68,12 @@ pub fn from_core(event: &Value) -> Value {
     move_field(event, "eventTime", &mut out, "eventTime");
     move_field(event, "reportingComponent", &mut out, "reportingController");
     move_field(event, "reportingInstance", &mut out, "reportingInstance");
-    move_field(event, "firstTimestamp", &mut out, "deprecatedFirstTimestamp");
+    move_field(
+        event,
+        "firstTimestamp",
+        &mut out,
+        "deprecatedFirstTimestamp",
+    );
     move_field(event, "lastTimestamp", &mut out, "deprecatedLastTimestamp");
     move_field(event, "count", &mut out, "deprecatedCount");
     move_field(event, "source", &mut out, "deprecatedSource");

@@ -37,7 +37,14 @@ impl Fault {
     /// `verb` is get, list, watch, create, update, patch or delete; `resource` is a plural,
     /// optionally with a subresource (`apikeys/status`); `"*"` matches any.
     pub fn new(verb: &str, resource: &str, nth: u64, action: FaultAction) -> Self {
-        Self { verb: verb.into(), resource: resource.into(), nth: nth.max(1), times: 1, action, seen: 0 }
+        Self {
+            verb: verb.into(),
+            resource: resource.into(),
+            nth: nth.max(1),
+            times: 1,
+            action,
+            seen: 0,
+        }
     }
 
     /// Applies the action to this many consecutive matching requests.
@@ -56,19 +63,29 @@ pub struct Hooks {
 
 impl Default for Hooks {
     fn default() -> Self {
-        Self { faults: Mutex::new(Vec::new()), counters: Mutex::new(BTreeMap::new()), drop_watches: watch::channel(0).0 }
+        Self {
+            faults: Mutex::new(Vec::new()),
+            counters: Mutex::new(BTreeMap::new()),
+            drop_watches: watch::channel(0).0,
+        }
     }
 }
 
 impl Hooks {
     /// Adds a fault rule.
     pub fn add_fault(&self, fault: Fault) {
-        self.faults.lock().unwrap_or_else(|p| p.into_inner()).push(fault);
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(fault);
     }
 
     /// Removes every fault rule.
     pub fn clear_faults(&self) {
-        self.faults.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Counts a request and returns the fault action it gets, if any.
@@ -86,7 +103,10 @@ impl Hooks {
             let resource_ok = fault.resource == "*" || fault.resource == resource;
             if verb_ok && resource_ok {
                 fault.seen += 1;
-                if action.is_none() && fault.seen >= fault.nth && fault.seen < fault.nth + fault.times {
+                if action.is_none()
+                    && fault.seen >= fault.nth
+                    && fault.seen < fault.nth + fault.times
+                {
                     action = Some(fault.action.clone());
                 }
             }
@@ -106,21 +126,32 @@ impl Hooks {
 
     /// Every counter, keyed by (verb, resource).
     pub fn counters(&self) -> BTreeMap<(String, String), u64> {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Writes (create, update, patch, delete) so far, on any resource.
     pub fn writes(&self) -> u64 {
         self.counters()
             .iter()
-            .filter(|((verb, _), _)| matches!(verb.as_str(), "create" | "update" | "patch" | "delete" | "deletecollection"))
+            .filter(|((verb, _), _)| {
+                matches!(
+                    verb.as_str(),
+                    "create" | "update" | "patch" | "delete" | "deletecollection"
+                )
+            })
             .map(|(_, n)| n)
             .sum()
     }
 
     /// Resets every counter to zero.
     pub fn reset_counters(&self) {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Ends every open watch now (clients see the stream close and re-watch).

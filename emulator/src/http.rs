@@ -34,7 +34,10 @@ pub struct Shared {
 fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response {
     let mut response = (
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body.to_string(),
     )
         .into_response();
@@ -64,7 +67,9 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
         Ok(b) => b,
-        Err(e) => return error_response(&ApiError::bad_request(format!("reading request body: {e}"))),
+        Err(e) => {
+            return error_response(&ApiError::bad_request(format!("reading request body: {e}")));
+        }
     };
     let query: HashMap<String, String> = parts
         .uri
@@ -72,18 +77,32 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         .map(|q| form_pairs(q).into_iter().collect())
         .unwrap_or_default();
     let path = parts.uri.path().to_string();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let resources = shared.store.resources();
     match segments.as_slice() {
-        [] => json_response(200, &json!({"paths": ["/api", "/api/v1", "/apis", "/openapi/v2", "/openapi/v3", "/version"]}), &[]),
+        [] => json_response(
+            200,
+            &json!({"paths": ["/api", "/api/v1", "/apis", "/openapi/v2", "/openapi/v3", "/version"]}),
+            &[],
+        ),
         ["version"] => json_response(200, &discovery::version(), &[]),
         ["healthz" | "livez" | "readyz"] => (StatusCode::OK, "ok").into_response(),
         ["openapi", "v2"] => json_response(200, &discovery::openapi_v2(&resources), &[]),
         ["openapi", "v3"] => json_response(200, &discovery::openapi_v3_index(&resources), &[]),
-        ["openapi", "v3", "api", version] => json_response(200, &discovery::openapi_v3_document(&resources, "", version), &[]),
-        ["openapi", "v3", "apis", group, version] => {
-            json_response(200, &discovery::openapi_v3_document(&resources, group, version), &[])
-        }
+        ["openapi", "v3", "api", version] => json_response(
+            200,
+            &discovery::openapi_v3_document(&resources, "", version),
+            &[],
+        ),
+        ["openapi", "v3", "apis", group, version] => json_response(
+            200,
+            &discovery::openapi_v3_document(&resources, group, version),
+            &[],
+        ),
         ["api"] => json_response(200, &discovery::core_versions(&shared.server_address), &[]),
         ["apis"] => json_response(200, &discovery::group_list(&resources), &[]),
         ["api", version] => match discovery::resource_list(&resources, "", version) {
@@ -99,11 +118,15 @@ pub async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Resp
             None => not_found_path(&path),
         },
         ["api", version, rest @ ..] => match resolve(&resources, "", version, rest) {
-            Some(target) => serve(&shared, parts.method, &parts.headers, &query, target, bytes).await,
+            Some(target) => {
+                serve(&shared, parts.method, &parts.headers, &query, target, bytes).await
+            }
             None => not_found_path(&path),
         },
         ["apis", group, version, rest @ ..] => match resolve(&resources, group, version, rest) {
-            Some(target) => serve(&shared, parts.method, &parts.headers, &query, target, bytes).await,
+            Some(target) => {
+                serve(&shared, parts.method, &parts.headers, &query, target, bytes).await
+            }
             None => not_found_path(&path),
         },
         _ => not_found_path(&path),
@@ -129,7 +152,10 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 2;
@@ -145,20 +171,41 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn not_found_path(path: &str) -> Response {
-    let mut e = ApiError::new(404, "NotFound", "the server could not find the requested resource");
-    e.details = Some(json!({"causes": [{"reason": "UnexpectedServerResponse", "message": format!("404 page not found: {path}")}]}));
+    let mut e = ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    );
+    e.details = Some(
+        json!({"causes": [{"reason": "UnexpectedServerResponse", "message": format!("404 page not found: {path}")}]}),
+    );
     error_response(&e)
 }
 
-fn resolve(resources: &[ResourceType], group: &str, version: &str, rest: &[&str]) -> Option<Target> {
-    let find = |plural: &str| resources.iter().find(|r| r.group == group && r.version == version && r.plural == plural).cloned();
+fn resolve(
+    resources: &[ResourceType],
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Option<Target> {
+    let find = |plural: &str| {
+        resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
+    };
     let (namespace, rest) = match rest {
         ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => {
             let rt = find(plural)?;
             if !rt.namespaced {
                 return None;
             }
-            (Some(ns.to_string()), std::iter::once(*plural).chain(tail.iter().copied()).collect::<Vec<_>>())
+            (
+                Some(ns.to_string()),
+                std::iter::once(*plural)
+                    .chain(tail.iter().copied())
+                    .collect::<Vec<_>>(),
+            )
         }
         other => (None, other.to_vec()),
     };
@@ -169,7 +216,8 @@ fn resolve(resources: &[ResourceType], group: &str, version: &str, rest: &[&str]
         return None;
     }
     if let Some(sub) = &subresource
-        && !(sub == "status" && rt.status_subresource || rt.plural == "namespaces" && sub == "finalize")
+        && !(sub == "status" && rt.status_subresource
+            || rt.plural == "namespaces" && sub == "finalize")
     {
         return None;
     }
@@ -177,29 +225,70 @@ fn resolve(resources: &[ResourceType], group: &str, version: &str, rest: &[&str]
     if rt.namespaced && namespace.is_none() && name.is_some() {
         return None;
     }
-    Some(Target { rt, namespace, name, subresource })
+    Some(Target {
+        rt,
+        namespace,
+        name,
+        subresource,
+    })
+}
+
+/// Integral floats become integers, as they do when kube-apiserver decodes into Go values
+/// and encodes again (`256.0` is stored and served as `256`).
+fn normalize_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize_numbers),
+        Value::Object(map) => map.values_mut().for_each(normalize_numbers),
+        _ => {}
+    }
 }
 
 fn decode_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let mut value = decode_body_raw(headers, bytes)?;
+    normalize_numbers(&mut value);
+    Ok(value)
+}
+
+fn decode_body_raw(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     let media = content_type.split(';').next().unwrap_or_default().trim();
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     match media {
-        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(bytes).map_err(|e| ApiError::new(415, "UnsupportedMediaType", e)),
-        "application/yaml" | "application/apply-patch+yaml" => serde_norway::from_slice::<Value>(bytes)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}"))),
-        _ => serde_json::from_slice::<Value>(bytes)
-            .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))),
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(bytes)
+            .map_err(|e| ApiError::new(415, "UnsupportedMediaType", e)),
+        "application/yaml" | "application/apply-patch+yaml" => {
+            serde_norway::from_slice::<Value>(bytes)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        }
+        _ => serde_json::from_slice::<Value>(bytes).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        }),
     }
 }
 
-fn write_options(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+fn write_options(
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<WriteOptions, ApiError> {
     let field_validation = match query.get("fieldValidation").map(String::as_str) {
         None | Some("") => FieldValidation::Warn,
         Some(v) => FieldValidation::parse(v).ok_or_else(|| {
-            ApiError::bad_request(format!("fieldValidation must be one of Ignore, Warn or Strict, got {v:?}"))
+            ApiError::bad_request(format!(
+                "fieldValidation must be one of Ignore, Warn or Strict, got {v:?}"
+            ))
         })?,
     };
     Ok(WriteOptions {
@@ -207,7 +296,11 @@ fn write_options(query: &HashMap<String, String>, headers: &HeaderMap) -> Result
         field_validation,
         dry_run: query.get("dryRun").is_some_and(|v| v == "All"),
         force: query.get("force").is_some_and(|v| v == "true"),
-        user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string(),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
     })
 }
 
@@ -222,13 +315,19 @@ fn check_kind(rt: &ResourceType, body: &Value) -> Result<(), ApiError> {
         )));
     }
     if !kind.is_empty() && kind != rt.kind {
-        return Err(ApiError::bad_request(format!("the kind in the data ({kind}) does not match the expected kind ({})", rt.kind)));
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            rt.kind
+        )));
     }
     Ok(())
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table"))
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
 }
 
 fn verb_of(method: &Method, target: &Target, query: &HashMap<String, String>) -> &'static str {
@@ -262,7 +361,11 @@ async fn serve(
     let mut fail_after = None;
     match shared.hooks.on_request(verb, &resource_label) {
         Some(FaultAction::Fail(code)) => {
-            return error_response(&ApiError::new(code, "InternalError", format!("injected failure ({code}) for {verb} {resource_label}")));
+            return error_response(&ApiError::new(
+                code,
+                "InternalError",
+                format!("injected failure ({code}) for {verb} {resource_label}"),
+            ));
         }
         Some(FaultAction::FailAfter(code)) => fail_after = Some(code),
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
@@ -274,7 +377,11 @@ async fn serve(
         Err(e) => error_response(&e),
     };
     match fail_after {
-        Some(code) => error_response(&ApiError::new(code, "InternalError", format!("injected failure ({code}) after {verb} {resource_label}"))),
+        Some(code) => error_response(&ApiError::new(
+            code,
+            "InternalError",
+            format!("injected failure ({code}) after {verb} {resource_label}"),
+        )),
         None => response,
     }
 }
@@ -290,23 +397,47 @@ async fn dispatch(
     let store = &shared.store;
     let rt = &target.rt;
     let ns = target.namespace.clone().unwrap_or_default();
-    let part = if target.subresource.as_deref() == Some("status") { Part::Status } else { Part::Main };
+    let part = if target.subresource.as_deref() == Some("status") {
+        Part::Status
+    } else {
+        Part::Main
+    };
     match verb {
         "get" => {
             let name = target.name.as_deref().unwrap_or_default();
             let object = store.get(rt, &ns, name)?;
             if wants_table(headers) {
-                return Ok(json_response(200, &table::table(rt, &[object], store.current_rv(), None), &[]));
+                return Ok(json_response(
+                    200,
+                    &table::table(rt, &[object], store.current_rv(), None),
+                    &[],
+                ));
             }
             Ok(json_response(200, &object, &[]))
         }
         "list" | "watch" | "deletecollection" => {
-            let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or_default())
-                .map_err(ApiError::bad_request)?;
-            let supported = |f: &str| matches!(f, "metadata.name" | "metadata.namespace") || rt.extra_field_selectors.iter().any(|x| x == f);
-            let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or_default(), &supported)
-                .map_err(ApiError::bad_request)?;
-            let filter = move |o: &Value| labels.matches(o["metadata"]["labels"].as_object()) && fields.matches(o);
+            let labels = LabelSelector::parse(
+                query
+                    .get("labelSelector")
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            )
+            .map_err(ApiError::bad_request)?;
+            let supported = |f: &str| {
+                matches!(f, "metadata.name" | "metadata.namespace")
+                    || rt.extra_field_selectors.iter().any(|x| x == f)
+            };
+            let fields = FieldSelector::parse(
+                query
+                    .get("fieldSelector")
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+                &supported,
+            )
+            .map_err(ApiError::bad_request)?;
+            let filter = move |o: &Value| {
+                labels.matches(o["metadata"]["labels"].as_object()) && fields.matches(o)
+            };
             let ns_filter = target.namespace.as_deref();
             if verb == "watch" {
                 return watch(shared, target, query, Box::new(filter)).await;
@@ -319,23 +450,61 @@ async fn dispatch(
                     let item_ns = item["metadata"]["namespace"].as_str().unwrap_or_default();
                     let _ = store.delete(rt, item_ns, name, &opts);
                 }
-                return Ok(json_response(200, &list_body(rt, page.items, page.resource_version, None, None), &[]));
+                return Ok(json_response(
+                    200,
+                    &list_body(rt, page.items, page.resource_version, None, None),
+                    &[],
+                ));
             }
             let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
                 None => None,
                 Some(Ok(0)) => None,
                 Some(Ok(l)) => Some(l),
-                Some(Err(_)) => return Err(ApiError::bad_request("limit must be a non-negative integer")),
+                Some(Err(_)) => {
+                    return Err(ApiError::bad_request(
+                        "limit must be a non-negative integer",
+                    ));
+                }
             };
-            let page = store.list(rt, ns_filter, &filter, limit, query.get("continue").map(String::as_str).filter(|c| !c.is_empty()))?;
+            let page = store.list(
+                rt,
+                ns_filter,
+                &filter,
+                limit,
+                query
+                    .get("continue")
+                    .map(String::as_str)
+                    .filter(|c| !c.is_empty()),
+            )?;
             if wants_table(headers) {
-                return Ok(json_response(200, &table::table(rt, &page.items, page.resource_version, page.continue_token.as_deref()), &[]));
+                return Ok(json_response(
+                    200,
+                    &table::table(
+                        rt,
+                        &page.items,
+                        page.resource_version,
+                        page.continue_token.as_deref(),
+                    ),
+                    &[],
+                ));
             }
-            Ok(json_response(200, &list_body(rt, page.items, page.resource_version, page.continue_token, page.remaining), &[]))
+            Ok(json_response(
+                200,
+                &list_body(
+                    rt,
+                    page.items,
+                    page.resource_version,
+                    page.continue_token,
+                    page.remaining,
+                ),
+                &[],
+            ))
         }
         "create" => {
             if target.name.is_some() {
-                return Err(ApiError::method_not_allowed("POST is not supported on a named resource"));
+                return Err(ApiError::method_not_allowed(
+                    "POST is not supported on a named resource",
+                ));
             }
             if rt.namespaced && target.namespace.is_none() {
                 return Err(ApiError::not_found(rt, ""));
@@ -356,7 +525,10 @@ async fn dispatch(
         }
         "patch" => {
             let name = target.name.as_deref().unwrap_or_default();
-            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
             let patch_type = match content_type.split(';').next().unwrap_or_default().trim() {
                 "application/merge-patch+json" => PatchType::Merge,
                 "application/json-patch+json" => PatchType::Json,
@@ -366,14 +538,20 @@ async fn dispatch(
                     return Err(ApiError::new(
                         415,
                         "UnsupportedMediaType",
-                        format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"),
+                        format!(
+                            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
+                        ),
                     ));
                 }
             };
             let body = decode_body(headers, bytes)?;
             let opts = write_options(query, headers)?;
             let written = store.patch(rt, &ns, name, patch_type, body, part, &opts)?;
-            Ok(json_response(if written.created { 201 } else { 200 }, &written.object, &written.warnings))
+            Ok(json_response(
+                if written.created { 201 } else { 200 },
+                &written.object,
+                &written.warnings,
+            ))
         }
         "delete" => {
             let name = target.name.as_deref().unwrap_or_default();
@@ -382,39 +560,59 @@ async fn dispatch(
                 Deleted::Pending(object) => Ok(json_response(202, &object, &[])),
                 Deleted::Gone(object) if rt.custom => Ok(json_response(200, &object, &[])),
                 Deleted::Gone(object) => {
-                    let mut details = json!({"name": name, "kind": rt.plural, "uid": object["metadata"]["uid"]});
+                    let mut details =
+                        json!({"name": name, "kind": rt.plural, "uid": object["metadata"]["uid"]});
                     if !rt.group.is_empty() {
                         details["group"] = json!(rt.group);
                     }
-                    Ok(json_response(200, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}), &[]))
+                    Ok(json_response(
+                        200,
+                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+                        &[],
+                    ))
                 }
             }
         }
-        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
     }
 }
 
-fn delete_options(query: &HashMap<String, String>, bytes: &Bytes) -> Result<DeleteOptions, ApiError> {
+fn delete_options(
+    query: &HashMap<String, String>,
+    bytes: &Bytes,
+) -> Result<DeleteOptions, ApiError> {
     let body: Value = if bytes.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
     let text = |v: &Value| v.as_str().map(String::from);
     Ok(DeleteOptions {
         precondition_uid: text(&body["preconditions"]["uid"]),
         precondition_rv: text(&body["preconditions"]["resourceVersion"]),
-        propagation: text(&body["propagationPolicy"]).or_else(|| query.get("propagationPolicy").cloned()).or_else(|| {
-            match body["orphanDependents"].as_bool() {
+        propagation: text(&body["propagationPolicy"])
+            .or_else(|| query.get("propagationPolicy").cloned())
+            .or_else(|| match body["orphanDependents"].as_bool() {
                 Some(true) => Some("Orphan".into()),
                 _ => None,
-            }
-        }),
-        dry_run: body["dryRun"].as_array().is_some_and(|d| d.iter().any(|x| x == "All")) || query.get("dryRun").is_some_and(|v| v == "All"),
+            }),
+        dry_run: body["dryRun"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "All"))
+            || query.get("dryRun").is_some_and(|v| v == "All"),
     })
 }
 
-fn list_body(rt: &ResourceType, items: Vec<Value>, rv: u64, continue_token: Option<String>, remaining: Option<u64>) -> Value {
+fn list_body(
+    rt: &ResourceType,
+    items: Vec<Value>,
+    rv: u64,
+    continue_token: Option<String>,
+    remaining: Option<u64>,
+) -> Value {
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if let Some(c) = continue_token {
         metadata["continue"] = json!(c);
@@ -434,13 +632,23 @@ fn event_line(kind: &str, object: &Value) -> Bytes {
 }
 
 /// Streams watch events as newline-delimited JSON, as the apiserver does.
-async fn watch(shared: &Arc<Shared>, target: &Target, query: &HashMap<String, String>, filter: Filter) -> Result<Response, ApiError> {
+async fn watch(
+    shared: &Arc<Shared>,
+    target: &Target,
+    query: &HashMap<String, String>,
+    filter: Filter,
+) -> Result<Response, ApiError> {
     let rt = target.rt.clone();
     let ns = target.namespace.clone();
     let rv_param = query.get("resourceVersion").cloned().unwrap_or_default();
-    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true");
     let initial_events = query.get("sendInitialEvents").map(|v| v == "true");
-    let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs);
     let store = &shared.store;
 
     let matches_ns = {
@@ -448,34 +656,42 @@ async fn watch(shared: &Arc<Shared>, target: &Target, query: &HashMap<String, St
         move |c: &Change| ns.as_ref().is_none_or(|n| &c.namespace == n)
     };
     // What to send first, and from which version on to follow.
-    let (initial, mut last_rv, mut receiver, initial_end) = if rv_param.is_empty() || rv_param == "0" || initial_events == Some(true) {
-        let (items, rv, receiver) = store.snapshot_and_watch(&rt, ns.as_deref());
-        let initial: Vec<Bytes> = if initial_events == Some(false) && !(rv_param.is_empty() || rv_param == "0") {
-            Vec::new()
+    let (initial, mut last_rv, mut receiver, initial_end) =
+        if rv_param.is_empty() || rv_param == "0" || initial_events == Some(true) {
+            let (items, rv, receiver) = store.snapshot_and_watch(&rt, ns.as_deref());
+            let initial: Vec<Bytes> =
+                if initial_events == Some(false) && !(rv_param.is_empty() || rv_param == "0") {
+                    Vec::new()
+                } else {
+                    items
+                        .iter()
+                        .filter(|o| filter(o))
+                        .map(|o| event_line("ADDED", o))
+                        .collect()
+                };
+            (initial, rv, receiver, initial_events == Some(true))
         } else {
-            items.iter().filter(|o| filter(o)).map(|o| event_line("ADDED", o)).collect()
-        };
-        (initial, rv, receiver, initial_events == Some(true))
-    } else {
-        let from: u64 = rv_param.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version {rv_param:?}")))?;
-        match store.watch_from(&rt.storage, from) {
-            Ok((missed, receiver)) => {
-                let mut lines = Vec::new();
-                let mut last = from;
-                for change in missed.iter().filter(|c| matches_ns(c)) {
-                    if let Some(line) = change_line(&rt, change, &filter) {
-                        lines.push(line);
+            let from: u64 = rv_param.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resource version {rv_param:?}"))
+            })?;
+            match store.watch_from(&rt.storage, from) {
+                Ok((missed, receiver)) => {
+                    let mut lines = Vec::new();
+                    let mut last = from;
+                    for change in missed.iter().filter(|c| matches_ns(c)) {
+                        if let Some(line) = change_line(&rt, change, &filter) {
+                            lines.push(line);
+                        }
+                        last = change.rv;
                     }
-                    last = change.rv;
+                    (lines, last.max(from), receiver, false)
                 }
-                (lines, last.max(from), receiver, false)
+                Err(e) => {
+                    let body = event_line("ERROR", &e.status());
+                    return Ok(stream_response(vec![body], None));
+                }
             }
-            Err(e) => {
-                let body = event_line("ERROR", &e.status());
-                return Ok(stream_response(vec![body], None));
-            }
-        }
-    };
+        };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     let mut drops = shared.hooks.watch_drops();
     drops.mark_unchanged();
@@ -492,7 +708,11 @@ async fn watch(shared: &Arc<Shared>, target: &Target, query: &HashMap<String, St
                 "resourceVersion": last_rv.to_string(),
                 "annotations": {"k8s.io/initial-events-end": "true"},
             }});
-            if tx.send(Ok(event_line("BOOKMARK", &bookmark))).await.is_err() {
+            if tx
+                .send(Ok(event_line("BOOKMARK", &bookmark)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -544,7 +764,11 @@ fn change_line(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<By
     let now = filter(&object);
     match change.kind {
         EventType::Modified => {
-            let before = change.previous.as_ref().map(|p| filter(&Store::present(rt, p))).unwrap_or(now);
+            let before = change
+                .previous
+                .as_ref()
+                .map(|p| filter(&Store::present(rt, p)))
+                .unwrap_or(now);
             match (before, now) {
                 (true, true) => Some(event_line("MODIFIED", &object)),
                 (false, true) => Some(event_line("ADDED", &object)),
@@ -556,13 +780,19 @@ fn change_line(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<By
     }
 }
 
-fn stream_response(lines: Vec<Bytes>, rx: Option<mpsc::Receiver<Result<Bytes, std::io::Error>>>) -> Response {
+fn stream_response(
+    lines: Vec<Bytes>,
+    rx: Option<mpsc::Receiver<Result<Bytes, std::io::Error>>>,
+) -> Response {
     let body = match rx {
         Some(rx) => Body::from_stream(ReceiverStream::new(rx)),
         None => Body::from(lines.concat()),
     };
     let mut response = Response::new(body);
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -573,7 +803,10 @@ mod tests {
     #[test]
     fn query_strings_are_decoded() {
         let pairs = form_pairs("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1&x=%zz");
-        assert_eq!(pairs[0], ("labelSelector".into(), "app=web,tier in (a)".into()));
+        assert_eq!(
+            pairs[0],
+            ("labelSelector".into(), "app=web,tier in (a)".into())
+        );
         assert_eq!(pairs[1], ("watch".into(), "1".into()));
         assert_eq!(pairs[2], ("x".into(), "%zz".into()));
     }

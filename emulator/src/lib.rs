@@ -18,6 +18,7 @@ pub mod error;
 mod events;
 pub mod faults;
 mod http;
+mod names;
 mod patch;
 mod protobuf;
 pub mod resources;
@@ -53,7 +54,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { addr: SocketAddr::from(([127, 0, 0, 1], 0)), history: 10_000, bookmark_interval: Duration::from_secs(5) }
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            history: 10_000,
+            bookmark_interval: Duration::from_secs(5),
+        }
     }
 }
 
@@ -81,7 +86,9 @@ impl Emulator {
             bookmark_interval: options.bookmark_interval,
             server_address: addr.to_string(),
         });
-        let router = axum::Router::new().fallback(http::handle).with_state(shared.clone());
+        let router = axum::Router::new()
+            .fallback(http::handle)
+            .with_state(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, router)
@@ -93,7 +100,12 @@ impl Emulator {
                 tracing::error!(error = %e, "emulator server stopped");
             }
         });
-        Ok(Self { shared, addr, shutdown: Some(tx), task: Some(task) })
+        Ok(Self {
+            shared,
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
     }
 
     /// `http://127.0.0.1:PORT`.

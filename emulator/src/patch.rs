@@ -14,7 +14,9 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let Value::Object(target_map) = target else { return };
+    let Value::Object(target_map) = target else {
+        return;
+    };
     for (key, value) in patch_map {
         if value.is_null() {
             target_map.remove(key);
@@ -34,11 +36,20 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
 /// Strategic merge patch as kubectl sends it: maps merge, `null` deletes, lists with a merge
 /// key merge by key, primitive sets union, other lists replace; `$patch`, `$retainKeys`,
 /// `$setElementOrder/…` and `$deleteFromPrimitiveList/…` directives are honoured.
-pub fn strategic_merge_patch(target: &mut Value, patch: &Value, rt: &ResourceType) -> Result<(), String> {
+pub fn strategic_merge_patch(
+    target: &mut Value,
+    patch: &Value,
+    rt: &ResourceType,
+) -> Result<(), String> {
     smp_object(target, patch, rt, &mut Vec::new())
 }
 
-fn smp_object(target: &mut Value, patch: &Value, rt: &ResourceType, path: &mut Vec<String>) -> Result<(), String> {
+fn smp_object(
+    target: &mut Value,
+    patch: &Value,
+    rt: &ResourceType,
+    path: &mut Vec<String>,
+) -> Result<(), String> {
     let Value::Object(patch_map) = patch else {
         *target = patch.clone();
         return Ok(());
@@ -60,7 +71,9 @@ fn smp_object(target: &mut Value, patch: &Value, rt: &ResourceType, path: &mut V
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let Value::Object(target_map) = target else { return Ok(()) };
+    let Value::Object(target_map) = target else {
+        return Ok(());
+    };
     if let Some(keep) = patch_map.get("$retainKeys").and_then(Value::as_array) {
         let keep: Vec<&str> = keep.iter().filter_map(Value::as_str).collect();
         target_map.retain(|k, _| keep.contains(&k.as_str()));
@@ -70,7 +83,9 @@ fn smp_object(target: &mut Value, patch: &Value, rt: &ResourceType, path: &mut V
             continue;
         }
         if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(list)), Some(remove)) = (target_map.get_mut(field), value.as_array()) {
+            if let (Some(Value::Array(list)), Some(remove)) =
+                (target_map.get_mut(field), value.as_array())
+            {
                 list.retain(|v| !remove.contains(v));
             }
             continue;
@@ -92,11 +107,19 @@ fn smp_object(target: &mut Value, patch: &Value, rt: &ResourceType, path: &mut V
                 let names: Vec<&str> = path.iter().map(String::as_str).collect();
                 let merged = match rt.list_type(&names) {
                     ListType::Map(keys) => {
-                        let existing = target_map.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+                        let existing = target_map
+                            .get(key)
+                            .and_then(Value::as_array)
+                            .cloned()
+                            .unwrap_or_default();
                         smp_keyed_list(existing, items, &keys, rt, path)?
                     }
                     ListType::Set => {
-                        let mut existing = target_map.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+                        let mut existing = target_map
+                            .get(key)
+                            .and_then(Value::as_array)
+                            .cloned()
+                            .unwrap_or_default();
                         for item in items {
                             if !existing.contains(item) {
                                 existing.push(item.clone());
@@ -124,10 +147,18 @@ fn smp_keyed_list(
     rt: &ResourceType,
     path: &mut Vec<String>,
 ) -> Result<Vec<Value>, String> {
-    let key_of = |v: &Value| keys.iter().map(|k| v.get(k).cloned().unwrap_or(Value::Null)).collect::<Vec<_>>();
+    let key_of = |v: &Value| {
+        keys.iter()
+            .map(|k| v.get(k).cloned().unwrap_or(Value::Null))
+            .collect::<Vec<_>>()
+    };
     for item in patch {
         if item.get("$patch").and_then(Value::as_str) == Some("replace") {
-            return Ok(patch.iter().filter(|i| i.get("$patch").is_none()).cloned().collect());
+            return Ok(patch
+                .iter()
+                .filter(|i| i.get("$patch").is_none())
+                .cloned()
+                .collect());
         }
         let k = key_of(item);
         let position = existing.iter().position(|e| key_of(e) == k);
@@ -156,7 +187,10 @@ mod tests {
     use serde_json::json;
 
     fn deployments() -> ResourceType {
-        builtins().into_iter().find(|r| r.plural == "deployments").expect("deployments")
+        builtins()
+            .into_iter()
+            .find(|r| r.plural == "deployments")
+            .expect("deployments")
     }
 
     #[test]
@@ -186,28 +220,40 @@ mod tests {
     #[test]
     fn strategic_merge_patch_directives() {
         let rt = deployments();
-        let mut doc = json!({"metadata": {"finalizers": ["a", "b"], "labels": {"x": "1", "y": "2"}}});
+        let mut doc =
+            json!({"metadata": {"finalizers": ["a", "b"], "labels": {"x": "1", "y": "2"}}});
         strategic_merge_patch(
             &mut doc,
             &json!({"metadata": {"finalizers": ["c"], "$deleteFromPrimitiveList/finalizers": ["a"], "labels": {"x": null}}}),
             &rt,
         )
         .expect("patch applies");
-        assert_eq!(doc, json!({"metadata": {"finalizers": ["b", "c"], "labels": {"y": "2"}}}));
-        let mut doc = json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}}});
+        assert_eq!(
+            doc,
+            json!({"metadata": {"finalizers": ["b", "c"], "labels": {"y": "2"}}})
+        );
+        let mut doc =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}}});
         strategic_merge_patch(
             &mut doc,
             &json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}}}),
             &rt,
         )
         .expect("patch applies");
-        assert_eq!(doc["spec"]["template"]["spec"]["containers"], json!([{"name": "b"}]));
+        assert_eq!(
+            doc["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "b"}])
+        );
     }
 
     #[test]
     fn json_patch_reports_failures() {
         let mut doc = json!({"a": 1});
-        json_patch(&mut doc, &json!([{"op": "replace", "path": "/a", "value": 2}])).expect("applies");
+        json_patch(
+            &mut doc,
+            &json!([{"op": "replace", "path": "/a", "value": 2}]),
+        )
+        .expect("applies");
         assert_eq!(doc, json!({"a": 2}));
         assert!(json_patch(&mut doc, &json!([{"op": "test", "path": "/a", "value": 3}])).is_err());
         assert!(json_patch(&mut doc, &json!({"op": "nonsense"})).is_err());

@@ -53,7 +53,9 @@ fn metadata(m: Option<meta::ObjectMeta>) -> Value {
 /// Decodes a protobuf body into the JSON form of the object. Only the kinds kubectl
 /// creates imperatively are supported; others get a clear error.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
-    let raw = body.strip_prefix(MAGIC).ok_or("protobuf body lacks the k8s\\0 envelope prefix")?;
+    let raw = body
+        .strip_prefix(MAGIC)
+        .ok_or("protobuf body lacks the k8s\\0 envelope prefix")?;
     let unknown = Unknown::decode(raw).map_err(|e| format!("protobuf envelope: {e}"))?;
     let type_meta = unknown.type_meta.unwrap_or_default();
     let api_version = type_meta.api_version.unwrap_or_default();
@@ -63,7 +65,11 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     let object = match (api_version.as_str(), kind.as_str()) {
         ("v1", "Secret") => {
             let s = core::Secret::decode(bytes.as_slice()).map_err(|e| format!("Secret: {e}"))?;
-            let data: Map<String, Value> = s.data.into_iter().map(|(k, v)| (k, json!(b64.encode(v)))).collect();
+            let data: Map<String, Value> = s
+                .data
+                .into_iter()
+                .map(|(k, v)| (k, json!(b64.encode(v))))
+                .collect();
             let mut o = json!({"metadata": metadata(s.metadata), "data": data});
             if !s.string_data.is_empty() {
                 o["stringData"] = json!(s.string_data);
@@ -77,13 +83,18 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             o
         }
         ("v1", "ConfigMap") => {
-            let c = core::ConfigMap::decode(bytes.as_slice()).map_err(|e| format!("ConfigMap: {e}"))?;
+            let c =
+                core::ConfigMap::decode(bytes.as_slice()).map_err(|e| format!("ConfigMap: {e}"))?;
             let mut o = json!({"metadata": metadata(c.metadata)});
             if !c.data.is_empty() {
                 o["data"] = json!(c.data);
             }
             if !c.binary_data.is_empty() {
-                let bin: Map<String, Value> = c.binary_data.into_iter().map(|(k, v)| (k, json!(b64.encode(v)))).collect();
+                let bin: Map<String, Value> = c
+                    .binary_data
+                    .into_iter()
+                    .map(|(k, v)| (k, json!(b64.encode(v))))
+                    .collect();
                 o["binaryData"] = Value::Object(bin);
             }
             if let Some(i) = c.immutable {
@@ -92,14 +103,20 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             o
         }
         ("v1", "Namespace") => {
-            let n = core::Namespace::decode(bytes.as_slice()).map_err(|e| format!("Namespace: {e}"))?;
+            let n =
+                core::Namespace::decode(bytes.as_slice()).map_err(|e| format!("Namespace: {e}"))?;
             json!({"metadata": metadata(n.metadata)})
         }
         ("v1", "ServiceAccount") => {
-            let s = core::ServiceAccount::decode(bytes.as_slice()).map_err(|e| format!("ServiceAccount: {e}"))?;
+            let s = core::ServiceAccount::decode(bytes.as_slice())
+                .map_err(|e| format!("ServiceAccount: {e}"))?;
             json!({"metadata": metadata(s.metadata)})
         }
-        (v, k) => return Err(format!("protobuf bodies for {v} {k} are not supported by the emulator; send JSON")),
+        (v, k) => {
+            return Err(format!(
+                "protobuf bodies for {v} {k} are not supported by the emulator; send JSON"
+            ));
+        }
     };
     let mut object = object;
     object["apiVersion"] = json!(api_version);
@@ -115,13 +132,19 @@ mod tests {
     #[test]
     fn decodes_a_secret_as_kubectl_sends_it() {
         let secret = core::Secret {
-            metadata: Some(meta::ObjectMeta { name: Some("s".into()), ..Default::default() }),
+            metadata: Some(meta::ObjectMeta {
+                name: Some("s".into()),
+                ..Default::default()
+            }),
             data: [("k".to_string(), b"v".to_vec())].into_iter().collect(),
             r#type: Some("Opaque".into()),
             ..Default::default()
         };
         let envelope = Unknown {
-            type_meta: Some(TypeMeta { api_version: Some("v1".into()), kind: Some("Secret".into()) }),
+            type_meta: Some(TypeMeta {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+            }),
             raw: Some(secret.encode_to_vec()),
             content_encoding: Some(String::new()),
             content_type: Some(String::new()),

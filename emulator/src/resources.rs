@@ -85,17 +85,29 @@ impl ResourceType {
 
     /// `v1` or `group/version`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// `secrets` or `apikeys.keyward.dev`, as used in messages.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 
     /// `Secret` or `ApiKey.keyward.dev`, as used in messages.
     pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() { self.kind.clone() } else { format!("{}.{}", self.kind, self.group) }
+        if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
     }
 
     /// How the list at `path` (field names from the object root, no indexes) merges.
@@ -139,7 +151,12 @@ fn schema_list_type(schema: &Value, path: &[&str]) -> ListType {
         Some("map") => ListType::Map(
             node.get("x-kubernetes-list-map-keys")
                 .and_then(Value::as_array)
-                .map(|k| k.iter().filter_map(Value::as_str).map(String::from).collect())
+                .map(|k| {
+                    k.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
                 .unwrap_or_default(),
         ),
         Some("set") => ListType::Set,
@@ -151,8 +168,17 @@ fn schema_list_type(schema: &Value, path: &[&str]) -> ListType {
 fn builtin_list_type(path: &[&str]) -> ListType {
     let last = path.last().copied().unwrap_or_default();
     let key = |k: &str| ListType::Map(vec![k.to_string()]);
+    if path == ["spec", "versions"] {
+        // CustomResourceDefinition versions.
+        return key("name");
+    }
     match last {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "imagePullSecrets" | "env" => key("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "imagePullSecrets"
+        | "env" => key("name"),
         "volumeMounts" => key("mountPath"),
         "volumeDevices" => key("devicePath"),
         "ports" if path.contains(&"containers") || path.contains(&"initContainers") => {
@@ -168,23 +194,35 @@ fn builtin_list_type(path: &[&str]) -> ListType {
 pub fn builtins() -> Vec<ResourceType> {
     let mut events_v1 = ResourceType::builtin("events.k8s.io", "v1", "events", "Event", true)
         .short(&["ev"])
-        .fields(&["regarding.kind", "regarding.name", "regarding.namespace", "regarding.uid", "reason", "type", "reportingController"]);
+        .fields(&[
+            "regarding.kind",
+            "regarding.name",
+            "regarding.namespace",
+            "regarding.uid",
+            "reason",
+            "type",
+            "reportingController",
+        ]);
     events_v1.storage = "events".into();
-    let mut events_core = ResourceType::builtin("", "v1", "events", "Event", true).short(&["ev"]).fields(&[
-        "involvedObject.kind",
-        "involvedObject.namespace",
-        "involvedObject.name",
-        "involvedObject.uid",
-        "involvedObject.apiVersion",
-        "involvedObject.resourceVersion",
-        "involvedObject.fieldPath",
-        "reason",
-        "reportingComponent",
-        "source",
-        "type",
-    ]);
+    let mut events_core = ResourceType::builtin("", "v1", "events", "Event", true)
+        .short(&["ev"])
+        .fields(&[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ]);
     events_core.storage = "events".into();
-    let mut namespaces = ResourceType::builtin("", "v1", "namespaces", "Namespace", false).short(&["ns"]).fields(&["status.phase"]);
+    let mut namespaces = ResourceType::builtin("", "v1", "namespaces", "Namespace", false)
+        .short(&["ns"])
+        .fields(&["status.phase"]);
     namespaces.status_subresource = true;
     vec![
         namespaces,
@@ -206,9 +244,15 @@ pub fn builtins() -> Vec<ResourceType> {
             .short(&["ds"])
             .categories(&["all"])
             .with_status(),
-        ResourceType::builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false)
-            .short(&["crd", "crds"])
-            .with_status(),
+        ResourceType::builtin(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            false,
+        )
+        .short(&["crd", "crds"])
+        .with_status(),
     ]
 }
 
@@ -224,7 +268,11 @@ pub fn check_crd(crd: &Value) -> Vec<String> {
     if plural.is_empty() {
         problems.push("spec.names.plural: Required value".to_string());
     }
-    if spec["names"]["kind"].as_str().unwrap_or_default().is_empty() {
+    if spec["names"]["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty()
+    {
         problems.push("spec.names.kind: Required value".to_string());
     }
     let name = crd["metadata"]["name"].as_str().unwrap_or_default();
@@ -234,18 +282,37 @@ pub fn check_crd(crd: &Value) -> Vec<String> {
         ));
     }
     if !matches!(spec["scope"].as_str(), Some("Namespaced" | "Cluster")) {
-        problems.push("spec.scope: Unsupported value: supported values: \"Cluster\", \"Namespaced\"".to_string());
+        problems.push(
+            "spec.scope: Unsupported value: supported values: \"Cluster\", \"Namespaced\""
+                .to_string(),
+        );
     }
-    let versions = spec["versions"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let versions = spec["versions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     if versions.is_empty() {
-        problems.push("spec.versions: Invalid value: must have exactly one version marked as storage version".into());
+        problems.push(
+            "spec.versions: Invalid value: must have exactly one version marked as storage version"
+                .into(),
+        );
     }
-    if versions.iter().filter(|v| v["storage"].as_bool() == Some(true)).count() != 1 {
-        problems.push("spec.versions: Invalid value: must have exactly one version marked as storage version".into());
+    if versions
+        .iter()
+        .filter(|v| v["storage"].as_bool() == Some(true))
+        .count()
+        != 1
+    {
+        problems.push(
+            "spec.versions: Invalid value: must have exactly one version marked as storage version"
+                .into(),
+        );
     }
     for (i, v) in versions.iter().enumerate() {
         if v["schema"]["openAPIV3Schema"].is_null() {
-            problems.push(format!("spec.versions[{i}].schema.openAPIV3Schema: Required value: schemas are required"));
+            problems.push(format!(
+                "spec.versions[{i}].schema.openAPIV3Schema: Required value: schemas are required"
+            ));
         }
     }
     problems
@@ -256,7 +323,14 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
     let spec = &crd["spec"];
     let names = &spec["names"];
     let strings = |v: &Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect()).unwrap_or_default()
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     let group = spec["group"].as_str().unwrap_or_default().to_string();
     let plural = names["plural"].as_str().unwrap_or_default().to_string();
@@ -270,7 +344,10 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
             group: group.clone(),
             version: v["name"].as_str().unwrap_or_default().to_string(),
             plural: plural.clone(),
-            singular: names["singular"].as_str().map(String::from).unwrap_or_else(|| kind.to_lowercase()),
+            singular: names["singular"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| kind.to_lowercase()),
             kind: kind.clone(),
             namespaced: spec["scope"].as_str() == Some("Namespaced"),
             short_names: strings(&names["shortNames"]),
@@ -278,7 +355,10 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
             status_subresource: !v["subresources"]["status"].is_null(),
             has_generation: true,
             schema: Some(v["schema"]["openAPIV3Schema"].clone()),
-            printer_columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
+            printer_columns: v["additionalPrinterColumns"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
             extra_field_selectors: v["selectableFields"]
                 .as_array()
                 .into_iter()
@@ -295,9 +375,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
 /// The `status` a real apiserver gives an accepted CRD.
 pub fn crd_status(crd: &Value, now: &str) -> Value {
     let names = crd["spec"]["names"].clone();
-    let condition = |ty: &str, reason: &str, message: &str| {
-        json!({"type": ty, "status": "True", "reason": reason, "message": message, "lastTransitionTime": now})
-    };
+    let condition = |ty: &str, reason: &str, message: &str| json!({"type": ty, "status": "True", "reason": reason, "message": message, "lastTransitionTime": now});
     json!({
         "acceptedNames": names,
         "conditions": [

@@ -37,16 +37,11 @@ fn split_top_level(s: &str) -> Vec<&str> {
     parts
 }
 
-fn valid_key(key: &str) -> bool {
-    let re = regex::Regex::new(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-        .expect("static regex");
-    !key.is_empty() && key.len() <= 316 && re.is_match(key)
-}
+use crate::names::{is_label_key as valid_key, is_label_value as valid_value};
 
-fn valid_value(value: &str) -> bool {
-    let re = regex::Regex::new(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$").expect("static regex");
-    value.len() <= 63 && re.is_match(value)
-}
+static SET_OPERATION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"^(\S+)\s+(in|notin)\s*\((.*)\)$").expect("static regex")
+});
 
 impl LabelSelector {
     /// Parses `labelSelector`; the error is the apiserver's 400 message.
@@ -61,15 +56,21 @@ impl LabelSelector {
             if part.is_empty() {
                 return Err(bad("found '', expected: identifier"));
             }
-            let set_op = regex::Regex::new(r"^(\S+)\s+(in|notin)\s*\((.*)\)$").expect("static regex");
-            let req = if let Some(caps) = set_op.captures(part) {
+            let req = if let Some(caps) = SET_OPERATION.captures(part) {
                 let key = caps[1].to_string();
-                let values: Vec<String> =
-                    caps[3].split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+                let values: Vec<String> = caps[3]
+                    .split(',')
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+                    .collect();
                 if !valid_key(&key) || values.iter().any(|v| !valid_value(v)) {
                     return Err(bad("invalid label key or value"));
                 }
-                if &caps[2] == "in" { LabelRequirement::In(key, values) } else { LabelRequirement::NotIn(key, values) }
+                if &caps[2] == "in" {
+                    LabelRequirement::In(key, values)
+                } else {
+                    LabelRequirement::NotIn(key, values)
+                }
             } else if let Some((k, v)) = part.split_once("!=") {
                 LabelRequirement::NotEquals(k.trim().to_string(), v.trim().to_string())
             } else if let Some((k, v)) = part.split_once("==") {
@@ -130,7 +131,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, true, v)
             } else {
-                return Err(format!("invalid selector: '{input}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{input}'; can't understand '{part}'"
+                ));
             };
             let field = field.trim();
             if !supported(field) {

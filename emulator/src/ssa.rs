@@ -68,7 +68,9 @@ const UNTRACKED_META: &[&str] = &[
 /// The tracked part of an object for a write to `part`.
 pub fn tracked(object: &Value, rt: &ResourceType, part: Part) -> Value {
     let mut out = Map::new();
-    let Some(map) = object.as_object() else { return Value::Object(out) };
+    let Some(map) = object.as_object() else {
+        return Value::Object(out);
+    };
     for (key, value) in map {
         match key.as_str() {
             "apiVersion" | "kind" => {}
@@ -115,7 +117,13 @@ pub fn field_set(value: &Value, rt: &ResourceType) -> FieldSet {
     out
 }
 
-fn collect(value: &Value, rt: &ResourceType, names: &mut Vec<String>, path: &mut FieldPath, out: &mut FieldSet) {
+fn collect(
+    value: &Value,
+    rt: &ResourceType,
+    names: &mut Vec<String>,
+    path: &mut FieldPath,
+    out: &mut FieldSet,
+) {
     match value {
         Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
@@ -186,14 +194,19 @@ pub fn get<'a>(value: &'a Value, path: &[Step]) -> Option<&'a Value> {
     for step in path {
         node = match step {
             Step::Field(f) => node.get(f)?,
-            other => node.as_array()?.iter().find(|item| step_matches(other, item))?,
+            other => node
+                .as_array()?
+                .iter()
+                .find(|item| step_matches(other, item))?,
         };
     }
     Some(node)
 }
 
 fn remove(value: &mut Value, path: &[Step]) {
-    let Some((last, parent_path)) = path.split_last() else { return };
+    let Some((last, parent_path)) = path.split_last() else {
+        return;
+    };
     let mut node = value;
     for step in parent_path {
         node = match step {
@@ -201,7 +214,10 @@ fn remove(value: &mut Value, path: &[Step]) {
                 Some(n) => n,
                 None => return,
             },
-            other => match node.as_array_mut().and_then(|a| a.iter_mut().find(|i| step_matches(other, i))) {
+            other => match node
+                .as_array_mut()
+                .and_then(|a| a.iter_mut().find(|i| step_matches(other, i)))
+            {
                 Some(n) => n,
                 None => return,
             },
@@ -251,7 +267,11 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
                 Step::Key(k) => format!("k:{k}"),
                 Step::Value(v) => format!("v:{v}"),
             };
-            node = node.entry(key).or_insert_with(|| Value::Object(Map::new())).as_object_mut().expect("trie nodes are objects");
+            node = node
+                .entry(key)
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+                .expect("trie nodes are objects");
         }
     }
     // A path that is in the set and also has children carries the "." marker.
@@ -285,10 +305,8 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
 pub fn from_fields_v1(fields: &Value) -> FieldSet {
     fn walk(node: &Value, prefix: &mut FieldPath, out: &mut FieldSet) {
         let Some(map) = node.as_object() else { return };
-        if map.is_empty() || map.contains_key(".") {
-            if !prefix.is_empty() {
-                out.insert(prefix.clone());
-            }
+        if (map.is_empty() || map.contains_key(".")) && !prefix.is_empty() {
+            out.insert(prefix.clone());
         }
         for (key, child) in map {
             let step = if let Some(f) = key.strip_prefix("f:") {
@@ -441,7 +459,8 @@ pub fn apply(
             .fields
             .intersection(&new_set)
             .filter(|p| {
-                let leaf_in_intent = get(&intent, p).is_some_and(|v| !v.is_object() || v.as_object().is_some_and(Map::is_empty));
+                let leaf_in_intent = get(&intent, p)
+                    .is_some_and(|v| !v.is_object() || v.as_object().is_some_and(Map::is_empty));
                 let element_marker = matches!(p.last(), Some(Step::Key(_) | Step::Value(_)));
                 leaf_in_intent && !element_marker && get(&live_tracked, p) != get(&intent, p)
             })
@@ -469,7 +488,11 @@ pub fn apply(
         .map(|e| e.fields.clone())
         .unwrap_or_default();
     // A new object starts as the applied body itself (name, namespace and all).
-    let mut result = if live.is_some() { live_value.clone() } else { applied.clone() };
+    let mut result = if live.is_some() {
+        live_value.clone()
+    } else {
+        applied.clone()
+    };
     let others: FieldSet = entries
         .iter()
         .filter(|e| !(e.manager == manager && e.subresource == sub && e.operation == "Apply"))
@@ -503,7 +526,11 @@ pub fn apply(
 fn prune_empty_parents(object: &mut Value) {
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         for key in ["labels", "annotations"] {
-            if meta.get(key).and_then(Value::as_object).is_some_and(Map::is_empty) {
+            if meta
+                .get(key)
+                .and_then(Value::as_object)
+                .is_some_and(Map::is_empty)
+            {
                 meta.remove(key);
             }
         }
@@ -534,10 +561,15 @@ pub fn record_update(
         .cloned()
         .collect();
     for entry in entries.iter_mut().filter(|e| e.subresource == sub) {
-        entry.fields.retain(|p| new_set.contains(p) && !changed.contains(p));
+        entry
+            .fields
+            .retain(|p| new_set.contains(p) && !changed.contains(p));
     }
     if !changed.is_empty() {
-        match entries.iter_mut().find(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub) {
+        match entries
+            .iter_mut()
+            .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub)
+        {
             Some(entry) => {
                 entry.fields.extend(changed);
                 entry.time = now.to_string();
@@ -557,12 +589,23 @@ pub fn record_update(
 
 /// The apiserver's 409 message for apply conflicts.
 pub fn conflict_message(conflicts: &[Conflict]) -> String {
-    let lines: Vec<String> =
-        conflicts.iter().map(|c| format!("conflict with \"{}\" using {}: {}", c.manager, c.api_version, c.path)).collect();
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|c| {
+            format!(
+                "conflict with \"{}\" using {}: {}",
+                c.manager, c.api_version, c.path
+            )
+        })
+        .collect();
     if let [one] = lines.as_slice() {
         format!("Apply failed with 1 conflict: {one}")
     } else {
-        format!("Apply failed with {} conflicts: {}", lines.len(), lines.join("\n"))
+        format!(
+            "Apply failed with {} conflicts: {}",
+            lines.len(),
+            lines.join("\n")
+        )
     }
 }
 
@@ -572,7 +615,10 @@ mod tests {
     use crate::resources::builtins;
 
     fn configmaps() -> ResourceType {
-        builtins().into_iter().find(|r| r.plural == "configmaps").expect("configmaps")
+        builtins()
+            .into_iter()
+            .find(|r| r.plural == "configmaps")
+            .expect("configmaps")
     }
 
     const NOW: &str = "2026-01-01T00:00:00Z";
@@ -581,7 +627,8 @@ mod tests {
     fn apply_creates_and_records_ownership() {
         let rt = configmaps();
         let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"a": "1"}}, "data": {"x": "1"}});
-        let obj = apply(None, &applied, &rt, Part::Main, "alice", false, NOW).expect("no conflicts");
+        let obj =
+            apply(None, &applied, &rt, Part::Main, "alice", false, NOW).expect("no conflicts");
         let entries = read_entries(&obj);
         assert_eq!(entries.len(), 1);
         assert_eq!(
@@ -597,49 +644,114 @@ mod tests {
         let obj = apply(None, &base, &rt, Part::Main, "alice", false, NOW).expect("first apply");
         // Same value: shared, no conflict.
         let same = json!({"metadata": {"name": "c"}, "data": {"x": "1"}});
-        let obj = apply(Some(&obj), &same, &rt, Part::Main, "bob", false, NOW).expect("same value shares");
+        let obj = apply(Some(&obj), &same, &rt, Part::Main, "bob", false, NOW)
+            .expect("same value shares");
         // Different value: conflict naming alice.
         let different = json!({"metadata": {"name": "c"}, "data": {"y": "2"}});
-        let err = apply(Some(&obj), &different, &rt, Part::Main, "bob", false, NOW).expect_err("conflict");
-        assert_eq!(conflict_message(&err), "Apply failed with 1 conflict: conflict with \"alice\" using v1: .data.y");
+        let err = apply(Some(&obj), &different, &rt, Part::Main, "bob", false, NOW)
+            .expect_err("conflict");
+        assert_eq!(
+            conflict_message(&err),
+            "Apply failed with 1 conflict: conflict with \"alice\" using v1: .data.y"
+        );
         // Forced: bob takes y; alice keeps x.
         let obj = apply(Some(&obj), &different, &rt, Part::Main, "bob", true, NOW).expect("forced");
         assert_eq!(obj["data"], json!({"x": "1", "y": "2"}));
         let entries = read_entries(&obj);
-        let alice = entries.iter().find(|e| e.manager == "alice").expect("alice");
-        assert!(!alice.fields.contains(&vec![Step::Field("data".into()), Step::Field("y".into())]));
+        let alice = entries
+            .iter()
+            .find(|e| e.manager == "alice")
+            .expect("alice");
+        assert!(
+            !alice
+                .fields
+                .contains(&vec![Step::Field("data".into()), Step::Field("y".into())])
+        );
     }
 
     #[test]
     fn fields_dropped_from_an_apply_are_removed_unless_others_own_them() {
         let rt = configmaps();
-        let obj = apply(None, &json!({"metadata": {"name": "c"}, "data": {"x": "1", "y": "1"}}), &rt, Part::Main, "alice", false, NOW)
-            .expect("apply");
-        let obj = apply(Some(&obj), &json!({"metadata": {"name": "c"}, "data": {"y": "1"}}), &rt, Part::Main, "bob", false, NOW)
-            .expect("bob shares y");
-        let obj = apply(Some(&obj), &json!({"metadata": {"name": "c"}, "data": {}}), &rt, Part::Main, "alice", false, NOW)
-            .expect("alice drops both");
+        let obj = apply(
+            None,
+            &json!({"metadata": {"name": "c"}, "data": {"x": "1", "y": "1"}}),
+            &rt,
+            Part::Main,
+            "alice",
+            false,
+            NOW,
+        )
+        .expect("apply");
+        let obj = apply(
+            Some(&obj),
+            &json!({"metadata": {"name": "c"}, "data": {"y": "1"}}),
+            &rt,
+            Part::Main,
+            "bob",
+            false,
+            NOW,
+        )
+        .expect("bob shares y");
+        let obj = apply(
+            Some(&obj),
+            &json!({"metadata": {"name": "c"}, "data": {}}),
+            &rt,
+            Part::Main,
+            "alice",
+            false,
+            NOW,
+        )
+        .expect("alice drops both");
         assert_eq!(obj["data"], json!({"y": "1"}), "x removed, y kept for bob");
     }
 
     #[test]
     fn updates_take_ownership_of_changed_fields() {
         let rt = configmaps();
-        let obj = apply(None, &json!({"metadata": {"name": "c"}, "data": {"x": "1"}}), &rt, Part::Main, "alice", false, NOW)
-            .expect("apply");
+        let obj = apply(
+            None,
+            &json!({"metadata": {"name": "c"}, "data": {"x": "1"}}),
+            &rt,
+            Part::Main,
+            "alice",
+            false,
+            NOW,
+        )
+        .expect("apply");
         let mut updated = obj.clone();
         updated["data"]["x"] = json!("2");
-        record_update(Some(&obj), &mut updated, &rt, Part::Main, "kubectl-edit", NOW);
+        record_update(
+            Some(&obj),
+            &mut updated,
+            &rt,
+            Part::Main,
+            "kubectl-edit",
+            NOW,
+        );
         let entries = read_entries(&updated);
-        assert!(entries.iter().all(|e| e.manager != "alice"), "alice owned only x, which moved");
-        let err = apply(Some(&updated), &json!({"metadata": {"name": "c"}, "data": {"x": "1"}}), &rt, Part::Main, "alice", false, NOW)
-            .expect_err("x now belongs to kubectl-edit");
+        assert!(
+            entries.iter().all(|e| e.manager != "alice"),
+            "alice owned only x, which moved"
+        );
+        let err = apply(
+            Some(&updated),
+            &json!({"metadata": {"name": "c"}, "data": {"x": "1"}}),
+            &rt,
+            Part::Main,
+            "alice",
+            false,
+            NOW,
+        )
+        .expect_err("x now belongs to kubectl-edit");
         assert_eq!(err[0].manager, "kubectl-edit");
     }
 
     #[test]
     fn fields_v1_round_trips_with_element_markers() {
-        let rt = builtins().into_iter().find(|r| r.plural == "deployments").expect("deployments");
+        let rt = builtins()
+            .into_iter()
+            .find(|r| r.plural == "deployments")
+            .expect("deployments");
         let obj = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}, "metadata": {"finalizers": ["f"]}});
         let set = field_set(&obj, &rt);
         let v1 = to_fields_v1(&set);

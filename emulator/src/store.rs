@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 
 use crate::error::ApiError;
 use crate::events;
+use crate::names;
 use crate::resources::{self, ResourceType};
 use crate::schema::{self, FieldValidation};
 use crate::ssa::{self, Part};
@@ -70,7 +71,11 @@ impl WriteOptions {
     fn manager(&self) -> String {
         self.field_manager.clone().unwrap_or_else(|| {
             let agent = self.user_agent.split('/').next().unwrap_or_default().trim();
-            if agent.is_empty() { "unknown".to_string() } else { agent.to_string() }
+            if agent.is_empty() {
+                "unknown".to_string()
+            } else {
+                agent.to_string()
+            }
         })
     }
 }
@@ -100,6 +105,9 @@ pub struct Written {
     pub warnings: Vec<String>,
     pub created: bool,
 }
+
+/// Changes a resumed watch missed, and the receiver for the ones that follow.
+pub type Resumed = (Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>);
 
 /// A page of a list.
 #[derive(Debug, Clone)]
@@ -137,12 +145,16 @@ pub struct Store {
 
 /// The current time as metav1.Time (seconds).
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// The current time as metav1.MicroTime.
 pub fn now_micro() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
+        .to_string()
 }
 
 fn meta(object: &Value) -> &Value {
@@ -153,27 +165,24 @@ fn meta_mut(object: &mut Value) -> &mut Map<String, Value> {
     if !object["metadata"].is_object() {
         object["metadata"] = json!({});
     }
-    object["metadata"].as_object_mut().expect("metadata is an object")
+    object["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object")
 }
 
 fn str_at<'a>(object: &'a Value, field: &str) -> &'a str {
     meta(object)[field].as_str().unwrap_or_default()
 }
 
-fn dns_subdomain(name: &str) -> bool {
-    let re = regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").expect("static regex");
-    name.len() <= 253 && re.is_match(name)
-}
-
-fn dns_label(name: &str) -> bool {
-    let re = regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").expect("static regex");
-    name.len() <= 63 && re.is_match(name)
-}
-
 fn random_suffix() -> String {
     const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4();
-    bytes.as_bytes().iter().take(5).map(|b| CHARS[*b as usize % CHARS.len()] as char).collect()
+    bytes
+        .as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| CHARS[*b as usize % CHARS.len()] as char)
+        .collect()
 }
 
 impl Store {
@@ -191,9 +200,13 @@ impl Store {
             history_limit,
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let rt = store.resource("", "v1", "namespaces").expect("namespaces are built in");
+            let rt = store
+                .resource("", "v1", "namespaces")
+                .expect("namespaces are built in");
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            store.create(&rt, "", body, &WriteOptions::default()).expect("built-in namespaces are valid");
+            store
+                .create(&rt, "", body, &WriteOptions::default())
+                .expect("built-in namespaces are valid");
         }
         store
     }
@@ -224,7 +237,15 @@ impl Store {
     }
 
     fn key(rt: &ResourceType, ns: &str, name: &str) -> Key {
-        Key { storage: rt.storage.clone(), namespace: if rt.namespaced { ns.to_string() } else { String::new() }, name: name.to_string() }
+        Key {
+            storage: rt.storage.clone(),
+            namespace: if rt.namespaced {
+                ns.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        }
     }
 
     /// Converts a stored object to what `rt` serves (events live in core/v1 form).
@@ -239,12 +260,20 @@ impl Store {
     }
 
     fn to_storage(rt: &ResourceType, object: Value) -> Value {
-        if rt.storage == "events" && rt.group == "events.k8s.io" { events::to_core(&object) } else { object }
+        if rt.storage == "events" && rt.group == "events.k8s.io" {
+            events::to_core(&object)
+        } else {
+            object
+        }
     }
 
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
         let state = self.lock();
-        state.objects.get(&Self::key(rt, ns, name)).map(|o| Self::present(rt, o)).ok_or_else(|| ApiError::not_found(rt, name))
+        state
+            .objects
+            .get(&Self::key(rt, ns, name))
+            .map(|o| Self::present(rt, o))
+            .ok_or_else(|| ApiError::not_found(rt, name))
     }
 
     /// Lists objects in `(namespace, name)` order, filtered, one page at a time.
@@ -266,7 +295,11 @@ impl Store {
             .iter()
             .filter(|(k, _)| k.storage == rt.storage)
             .filter(|(k, _)| ns.is_none_or(|n| k.namespace == n))
-            .filter(|(k, _)| start_after.as_ref().is_none_or(|s| (&k.namespace, &k.name) > (&s.0, &s.1)))
+            .filter(|(k, _)| {
+                start_after
+                    .as_ref()
+                    .is_none_or(|s| (&k.namespace, &k.name) > (&s.0, &s.1))
+            })
             .map(|(k, o)| (k, Self::present(rt, o)))
             .filter(|(_, o)| filter(o));
         let mut items = Vec::new();
@@ -277,26 +310,37 @@ impl Store {
         }
         let rest = matching.count() as u64;
         let (continue_token, remaining) = match (limit, last) {
-            (Some(l), Some(last)) if items.len() >= l && rest > 0 => (Some(encode_continue(&last)), Some(rest)),
+            (Some(l), Some(last)) if items.len() >= l && rest > 0 => {
+                (Some(encode_continue(&last)), Some(rest))
+            }
             _ => (None, None),
         };
-        Ok(Page { items, resource_version: state.rv, continue_token, remaining })
+        Ok(Page {
+            items,
+            resource_version: state.rv,
+            continue_token,
+            remaining,
+        })
     }
 
     /// Subscribes to changes after `from_rv`: the missed ones from history, then a receiver
     /// for later ones. `Err` when the history no longer reaches back that far (410 Gone).
-    pub fn watch_from(
-        &self,
-        storage: &str,
-        from_rv: u64,
-    ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>), ApiError> {
+    pub fn watch_from(&self, storage: &str, from_rv: u64) -> Result<Resumed, ApiError> {
         let state = self.lock();
         let receiver = self.changes.subscribe();
         let oldest = state.history.front().map_or(state.rv, |c| c.rv);
         if from_rv + 1 < oldest && from_rv < state.rv {
-            return Err(ApiError::gone(format!("too old resource version: {from_rv} ({})", oldest - 1)));
+            return Err(ApiError::gone(format!(
+                "too old resource version: {from_rv} ({})",
+                oldest - 1
+            )));
         }
-        let missed = state.history.iter().filter(|c| c.rv > from_rv && c.storage == storage).cloned().collect();
+        let missed = state
+            .history
+            .iter()
+            .filter(|c| c.rv > from_rv && c.storage == storage)
+            .cloned()
+            .collect();
         Ok((missed, receiver))
     }
 
@@ -318,13 +362,24 @@ impl Store {
     }
 
     fn record(&self, state: &mut State, kind: EventType, key: &Key, object: Value) {
-        let previous = if kind == EventType::Modified { state.last_seen.remove(key) } else { None };
+        let previous = if kind == EventType::Modified {
+            state.last_seen.remove(key)
+        } else {
+            None
+        };
         if kind == EventType::Deleted {
             state.last_seen.remove(key);
         } else {
             state.last_seen.insert(key.clone(), object.clone());
         }
-        let change = Arc::new(Change { rv: state.rv, previous, kind, storage: key.storage.clone(), namespace: key.namespace.clone(), object });
+        let change = Arc::new(Change {
+            rv: state.rv,
+            previous,
+            kind,
+            storage: key.storage.clone(),
+            namespace: key.namespace.clone(),
+            object,
+        });
         state.history.push_back(change.clone());
         while state.history.len() > self.history_limit {
             state.history.pop_front();
@@ -340,7 +395,13 @@ impl Store {
 
     // ---- writes -------------------------------------------------------------------------
 
-    pub fn create(&self, rt: &ResourceType, ns: &str, body: Value, opts: &WriteOptions) -> Result<Written, ApiError> {
+    pub fn create(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         let mut state = self.lock();
         self.create_locked(&mut state, rt, ns, body, opts, None)
     }
@@ -355,7 +416,9 @@ impl Store {
         applied_by: Option<(&str, bool)>,
     ) -> Result<Written, ApiError> {
         if !body.is_object() {
-            return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object",
+            ));
         }
         let body_ns = str_at(&body, "namespace").to_string();
         if rt.namespaced {
@@ -373,7 +436,11 @@ impl Store {
                 return Err(ApiError::invalid(
                     rt,
                     "",
-                    vec![("metadata.name".into(), "FieldValueRequired", "metadata.name: Required value: name or generateName is required".into())],
+                    vec![(
+                        "metadata.name".into(),
+                        "FieldValueRequired",
+                        "metadata.name: Required value: name or generateName is required".into(),
+                    )],
                 ));
             }
             name = format!("{generate}{}", random_suffix());
@@ -386,7 +453,15 @@ impl Store {
             } else {
                 m.remove("namespace");
             }
-            for field in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"] {
+            for field in [
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "selfLink",
+            ] {
                 m.remove(field);
             }
             m.remove("managedFields");
@@ -397,7 +472,15 @@ impl Store {
             return Err(ApiError::already_exists(rt, &name));
         }
         let mut warnings = Vec::new();
-        let mut object = self.admit(state, rt, &name, None, body, opts.field_validation, &mut warnings)?;
+        let mut object = self.admit(
+            state,
+            rt,
+            &name,
+            None,
+            body,
+            opts.field_validation,
+            &mut warnings,
+        )?;
         if rt.status_subresource && rt.custom {
             // Status is not writable through the main resource.
             if let Some(map) = object.as_object_mut() {
@@ -415,32 +498,49 @@ impl Store {
         }
         match applied_by {
             Some((manager, force)) => {
-                object = ssa::apply(None, &object, rt, Part::Main, manager, force, &now).map_err(|c| {
-                    ApiError::conflict(rt, &name, &ssa::conflict_message(&c))
-                })?;
+                object = ssa::apply(None, &object, rt, Part::Main, manager, force, &now)
+                    .map_err(|c| ApiError::conflict(rt, &name, &ssa::conflict_message(&c)))?;
             }
             None => ssa::record_update(None, &mut object, rt, Part::Main, &opts.manager(), &now),
         }
         self.after_admission(state, rt, &mut object, &now);
         if opts.dry_run {
-            return Ok(Written { object: Self::present(rt, &object), warnings, created: true });
+            return Ok(Written {
+                object: Self::present(rt, &object),
+                warnings,
+                created: true,
+            });
         }
         state.rv += 1;
         meta_mut(&mut object).insert("resourceVersion".into(), json!(state.rv.to_string()));
         state.objects.insert(key.clone(), object.clone());
         self.record(state, EventType::Added, &key, object.clone());
         self.on_stored(state, rt, &object);
-        Ok(Written { object: Self::present(rt, &object), warnings, created: true })
+        Ok(Written {
+            object: Self::present(rt, &object),
+            warnings,
+            created: true,
+        })
     }
 
     fn namespace_accepts_writes(&self, state: &State, ns: &str) -> Result<(), ApiError> {
-        let ns_key = Key { storage: "/namespaces".into(), namespace: String::new(), name: ns.to_string() };
+        let ns_key = Key {
+            storage: "/namespaces".into(),
+            namespace: String::new(),
+            name: ns.to_string(),
+        };
         match state.objects.get(&ns_key) {
-            None => Err(ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found"))),
+            None => Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("namespaces \"{ns}\" not found"),
+            )),
             Some(n) if !meta(n)["deletionTimestamp"].is_null() => Err(ApiError::new(
                 403,
                 "Forbidden",
-                format!("unable to create new content in namespace {ns} because it is being terminated"),
+                format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
             )),
             Some(_) => Ok(()),
         }
@@ -458,9 +558,17 @@ impl Store {
         validation: FieldValidation,
         warnings: &mut Vec<String>,
     ) -> Result<Value, ApiError> {
-        object["apiVersion"] = json!(if rt.storage == "events" { "v1".to_string() } else { rt.api_version() });
+        object["apiVersion"] = json!(if rt.storage == "events" {
+            "v1".to_string()
+        } else {
+            rt.api_version()
+        });
         object["kind"] = json!(rt.kind);
-        let name_ok = if rt.plural == "namespaces" { dns_label(name) } else { dns_subdomain(name) };
+        let name_ok = if rt.plural == "namespaces" {
+            names::is_dns_label(name)
+        } else {
+            names::is_dns_subdomain(name)
+        };
         if !name_ok && rt.storage != "events" {
             return Err(ApiError::invalid(
                 rt,
@@ -468,7 +576,9 @@ impl Store {
                 vec![(
                     "metadata.name".into(),
                     "FieldValueInvalid",
-                    format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+                    format!(
+                        "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                    ),
                 )],
             ));
         }
@@ -478,7 +588,11 @@ impl Store {
             if !checked.unknown_fields.is_empty() {
                 match validation {
                     FieldValidation::Strict => {
-                        let fields: Vec<String> = checked.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+                        let fields: Vec<String> = checked
+                            .unknown_fields
+                            .iter()
+                            .map(|f| format!("unknown field \"{f}\""))
+                            .collect();
                         return Err(ApiError::bad_request(format!(
                             "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
                             rt.kind,
@@ -488,13 +602,22 @@ impl Store {
                         )));
                     }
                     FieldValidation::Warn => {
-                        warnings.extend(checked.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")));
+                        warnings.extend(
+                            checked
+                                .unknown_fields
+                                .iter()
+                                .map(|f| format!("unknown field \"{f}\"")),
+                        );
                     }
                     FieldValidation::Ignore => {}
                 }
             }
             if !checked.errors.is_empty() {
-                let causes = checked.errors.into_iter().map(|e| (e.field, e.reason, e.message)).collect();
+                let causes = checked
+                    .errors
+                    .into_iter()
+                    .map(|e| (e.field, e.reason, e.message))
+                    .collect();
                 return Err(ApiError::invalid(rt, name, causes));
             }
             let mut stored = checked.object;
@@ -509,7 +632,10 @@ impl Store {
             "apiextensions.k8s.io/customresourcedefinitions" => {
                 let problems = resources::check_crd(&object);
                 if !problems.is_empty() {
-                    let causes = problems.into_iter().map(|p| (String::new(), "FieldValueInvalid", p)).collect();
+                    let causes = problems
+                        .into_iter()
+                        .map(|p| (String::new(), "FieldValueInvalid", p))
+                        .collect();
                     return Err(ApiError::invalid(rt, name, causes));
                 }
                 let spec = &object["spec"];
@@ -519,7 +645,15 @@ impl Store {
                         && !r.custom
                 });
                 if clash {
-                    return Err(ApiError::invalid(rt, name, vec![("spec.names.plural".into(), "FieldValueInvalid", "spec.names.plural: names clash with a built-in resource".into())]));
+                    return Err(ApiError::invalid(
+                        rt,
+                        name,
+                        vec![(
+                            "spec.names.plural".into(),
+                            "FieldValueInvalid",
+                            "spec.names.plural: names clash with a built-in resource".into(),
+                        )],
+                    ));
                 }
             }
             _ => {}
@@ -528,19 +662,21 @@ impl Store {
     }
 
     fn check_labels(&self, rt: &ResourceType, name: &str, object: &Value) -> Result<(), ApiError> {
-        let key_re = regex::Regex::new(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$").expect("static regex");
-        let value_re = regex::Regex::new(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$").expect("static regex");
         let mut causes = Vec::new();
         for (k, v) in meta(object)["labels"].as_object().into_iter().flatten() {
             let value = v.as_str().unwrap_or_default();
-            if !key_re.is_match(k) || k.len() > 316 {
-                causes.push((format!("metadata.labels"), "FieldValueInvalid", format!("metadata.labels: Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.'")));
+            if !names::is_label_key(k) {
+                causes.push(("metadata.labels".to_string(), "FieldValueInvalid", format!("metadata.labels: Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.'")));
             }
-            if !v.is_string() || value.len() > 63 || !value_re.is_match(value) {
-                causes.push((format!("metadata.labels"), "FieldValueInvalid", format!("metadata.labels: Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character, at most 63 characters")));
+            if !v.is_string() || !names::is_label_value(value) {
+                causes.push(("metadata.labels".to_string(), "FieldValueInvalid", format!("metadata.labels: Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character, at most 63 characters")));
             }
         }
-        if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(rt, name, causes)) }
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(rt, name, causes))
+        }
     }
 
     /// Per-kind state the apiserver fills in (CRD status, namespace phase).
@@ -565,9 +701,17 @@ impl Store {
     fn on_stored(&self, state: &mut State, rt: &ResourceType, object: &Value) {
         if rt.storage == "apiextensions.k8s.io/customresourcedefinitions" {
             let served = resources::from_crd(object);
-            let group = object["spec"]["group"].as_str().unwrap_or_default().to_string();
-            let plural = object["spec"]["names"]["plural"].as_str().unwrap_or_default().to_string();
-            state.resources.retain(|r| !(r.custom && r.group == group && r.plural == plural));
+            let group = object["spec"]["group"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let plural = object["spec"]["names"]["plural"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            state
+                .resources
+                .retain(|r| !(r.custom && r.group == group && r.plural == plural));
             state.resources.extend(served);
         }
     }
@@ -598,7 +742,12 @@ impl Store {
             return Err(ApiError::invalid(
                 rt,
                 name,
-                vec![("metadata.resourceVersion".into(), "FieldValueInvalid", "metadata.resourceVersion: Invalid value: 0: must be specified for an update".into())],
+                vec![(
+                    "metadata.resourceVersion".into(),
+                    "FieldValueInvalid",
+                    "metadata.resourceVersion: Invalid value: 0: must be specified for an update"
+                        .into(),
+                )],
             ));
         }
         if !body_rv.is_empty() && body_rv != str_at(&old, "resourceVersion") {
@@ -630,15 +779,21 @@ impl Store {
                 .filter(|m| !m.is_empty())
                 .ok_or_else(|| ApiError::bad_request("PATCH, application/apply-patch+yaml: fieldManager is required for apply requests"))?;
             if !patch.is_object() {
-                return Err(ApiError::bad_request("error decoding YAML: apply patch must be an object"));
+                return Err(ApiError::bad_request(
+                    "error decoding YAML: apply patch must be an object",
+                ));
             }
             for (field, want) in [("apiVersion", rt.api_version()), ("kind", rt.kind.clone())] {
                 let got = patch[field].as_str().unwrap_or_default();
                 if got.is_empty() {
-                    return Err(ApiError::bad_request(format!("{field} must be set in an apply patch")));
+                    return Err(ApiError::bad_request(format!(
+                        "{field} must be set in an apply patch"
+                    )));
                 }
                 if got != want && !(rt.storage == "events" && field == "apiVersion") {
-                    return Err(ApiError::bad_request(format!("{field} {got:?} does not match the resource ({want})")));
+                    return Err(ApiError::bad_request(format!(
+                        "{field} {got:?} does not match the resource ({want})"
+                    )));
                 }
             }
             let body_name = str_at(&patch, "name");
@@ -661,8 +816,11 @@ impl Store {
                         return Err(ApiError::modified(rt, name));
                     }
                     let now = now_rfc3339();
-                    let merged = ssa::apply(Some(&old), &patch, rt, part, &manager, opts.force, &now)
-                        .map_err(|c| ApiError::conflict(rt, name, &ssa::conflict_message(&c)))?;
+                    let merged =
+                        ssa::apply(Some(&old), &patch, rt, part, &manager, opts.force, &now)
+                            .map_err(|c| {
+                                ApiError::conflict(rt, name, &ssa::conflict_message(&c))
+                            })?;
                     self.write_locked(&mut state, rt, key, old, merged, part, opts, Some(()))
                 }
             };
@@ -673,7 +831,8 @@ impl Store {
         let mut target = Self::present(rt, &old);
         match patch_type {
             PatchType::Merge => crate::patch::merge_patch(&mut target, &patch),
-            PatchType::Json => crate::patch::json_patch(&mut target, &patch).map_err(|e| ApiError::new(422, "Invalid", e))?,
+            PatchType::Json => crate::patch::json_patch(&mut target, &patch)
+                .map_err(|e| ApiError::new(422, "Invalid", e))?,
             PatchType::Strategic => {
                 if rt.custom {
                     return Err(ApiError::new(
@@ -682,7 +841,8 @@ impl Store {
                         "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
                     ));
                 }
-                crate::patch::strategic_merge_patch(&mut target, &patch, rt).map_err(ApiError::bad_request)?;
+                crate::patch::strategic_merge_patch(&mut target, &patch, rt)
+                    .map_err(ApiError::bad_request)?;
             }
             PatchType::Apply => unreachable!("handled above"),
         }
@@ -736,7 +896,15 @@ impl Store {
             }
         };
         // Fields the server owns.
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
             match old["metadata"].get(field) {
                 Some(v) => {
                     meta_mut(&mut object).insert(field.into(), v.clone());
@@ -746,10 +914,21 @@ impl Store {
                 }
             }
         }
-        meta_mut(&mut object).insert("resourceVersion".into(), old["metadata"]["resourceVersion"].clone());
+        meta_mut(&mut object).insert(
+            "resourceVersion".into(),
+            old["metadata"]["resourceVersion"].clone(),
+        );
         if !meta(&old)["deletionTimestamp"].is_null() {
-            let old_finalizers: Vec<&Value> = meta(&old)["finalizers"].as_array().into_iter().flatten().collect();
-            let added = meta(&object)["finalizers"].as_array().into_iter().flatten().any(|f| !old_finalizers.contains(&f));
+            let old_finalizers: Vec<&Value> = meta(&old)["finalizers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .collect();
+            let added = meta(&object)["finalizers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| !old_finalizers.contains(&f));
             if added {
                 return Err(ApiError::invalid(
                     rt,
@@ -759,11 +938,26 @@ impl Store {
             }
         }
         let mut warnings = Vec::new();
-        let mut object = self.admit(state, rt, &name, Some(&old), object, opts.field_validation, &mut warnings)?;
+        let mut object = self.admit(
+            state,
+            rt,
+            &name,
+            Some(&old),
+            object,
+            opts.field_validation,
+            &mut warnings,
+        )?;
         if rt.has_generation && part == Part::Main {
             let spec_changed = strip_for_generation(&old) != strip_for_generation(&object);
             let generation = meta(&old)["generation"].as_i64().unwrap_or(1);
-            meta_mut(&mut object).insert("generation".into(), json!(if spec_changed { generation + 1 } else { generation }));
+            meta_mut(&mut object).insert(
+                "generation".into(),
+                json!(if spec_changed {
+                    generation + 1
+                } else {
+                    generation
+                }),
+            );
         }
         let now = now_rfc3339();
         if applied.is_none() {
@@ -773,29 +967,53 @@ impl Store {
             object["status"] = old["status"].clone();
         }
         if same_ignoring_managed_times(&old, &object) {
-            return Ok(Written { object: Self::present(rt, &old), warnings, created: false });
+            return Ok(Written {
+                object: Self::present(rt, &old),
+                warnings,
+                created: false,
+            });
         }
         if opts.dry_run {
-            return Ok(Written { object: Self::present(rt, &object), warnings, created: false });
+            return Ok(Written {
+                object: Self::present(rt, &object),
+                warnings,
+                created: false,
+            });
         }
         state.rv += 1;
         meta_mut(&mut object).insert("resourceVersion".into(), json!(state.rv.to_string()));
         let finalized = !meta(&object)["deletionTimestamp"].is_null()
-            && meta(&object)["finalizers"].as_array().is_none_or(Vec::is_empty);
+            && meta(&object)["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty);
         if finalized {
             state.objects.remove(&key);
             self.record(state, EventType::Deleted, &key, object.clone());
             self.after_removal(state, rt, &object);
-            return Ok(Written { object: Self::present(rt, &object), warnings, created: false });
+            return Ok(Written {
+                object: Self::present(rt, &object),
+                warnings,
+                created: false,
+            });
         }
         state.objects.insert(key.clone(), object.clone());
         self.record(state, EventType::Modified, &key, object.clone());
         self.on_stored(state, rt, &object);
-        Ok(Written { object: Self::present(rt, &object), warnings, created: false })
+        Ok(Written {
+            object: Self::present(rt, &object),
+            warnings,
+            created: false,
+        })
     }
 
     /// DELETE with preconditions and propagation.
-    pub fn delete(&self, rt: &ResourceType, ns: &str, name: &str, opts: &DeleteOptions) -> Result<Deleted, ApiError> {
+    pub fn delete(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Deleted, ApiError> {
         let mut state = self.lock();
         self.delete_locked(&mut state, rt, ns, name, opts)
     }
@@ -818,7 +1036,10 @@ impl Store {
             return Err(ApiError::conflict(
                 rt,
                 name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", str_at(&old, "uid")),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    str_at(&old, "uid")
+                ),
             ));
         }
         if let Some(rv) = &opts.precondition_rv
@@ -838,12 +1059,20 @@ impl Store {
         }
         let propagation = opts.propagation.as_deref().unwrap_or("Background");
         if !matches!(propagation, "Background" | "Foreground" | "Orphan") {
-            return Err(ApiError::bad_request(format!("unsupported propagation policy {propagation:?}")));
+            return Err(ApiError::bad_request(format!(
+                "unsupported propagation policy {propagation:?}"
+            )));
         }
         let mut object = old.clone();
-        let mut finalizers: Vec<Value> = meta(&object)["finalizers"].as_array().cloned().unwrap_or_default();
+        let mut finalizers: Vec<Value> = meta(&object)["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let has_dependents = self.dependents(state, str_at(&old, "uid")).next().is_some();
-        if propagation == "Foreground" && has_dependents && !finalizers.contains(&json!("foregroundDeletion")) {
+        if propagation == "Foreground"
+            && has_dependents
+            && !finalizers.contains(&json!("foregroundDeletion"))
+        {
             finalizers.push(json!("foregroundDeletion"));
         }
         if propagation == "Orphan" {
@@ -879,7 +1108,13 @@ impl Store {
         Ok(Deleted::Pending(Self::present(rt, &object)))
     }
 
-    fn delete_namespace(&self, state: &mut State, rt: &ResourceType, key: Key, mut object: Value) -> Result<Deleted, ApiError> {
+    fn delete_namespace(
+        &self,
+        state: &mut State,
+        rt: &ResourceType,
+        key: Key,
+        mut object: Value,
+    ) -> Result<Deleted, ApiError> {
         if meta(&object)["deletionTimestamp"].is_null() {
             meta_mut(&mut object).insert("deletionTimestamp".into(), json!(now_rfc3339()));
             object["status"] = json!({"phase": "Terminating"});
@@ -894,7 +1129,11 @@ impl Store {
             .keys()
             .filter(|k| k.namespace == ns)
             .filter_map(|k| {
-                state.resources.iter().find(|r| r.storage == k.storage).map(|r| (r.clone(), k.name.clone()))
+                state
+                    .resources
+                    .iter()
+                    .find(|r| r.storage == k.storage)
+                    .map(|r| (r.clone(), k.name.clone()))
             })
             .collect();
         for (crt, name) in contents {
@@ -926,18 +1165,32 @@ impl Store {
         }
     }
 
-    fn dependents<'a>(&self, state: &'a State, uid: &'a str) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
+    fn dependents<'a>(
+        &self,
+        state: &'a State,
+        uid: &'a str,
+    ) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
         state.objects.iter().filter(move |(_, o)| {
             !uid.is_empty()
-                && meta(o)["ownerReferences"].as_array().into_iter().flatten().any(|r| r["uid"].as_str() == Some(uid))
+                && meta(o)["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["uid"].as_str() == Some(uid))
         })
     }
 
     fn orphan_dependents(&self, state: &mut State, uid: &str) {
-        let keys: Vec<Key> = self.dependents(state, uid).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Key> = self
+            .dependents(state, uid)
+            .map(|(k, _)| k.clone())
+            .collect();
         for key in keys {
             if let Some(mut object) = state.objects.get(&key).cloned() {
-                if let Some(refs) = meta_mut(&mut object).get_mut("ownerReferences").and_then(Value::as_array_mut) {
+                if let Some(refs) = meta_mut(&mut object)
+                    .get_mut("ownerReferences")
+                    .and_then(Value::as_array_mut)
+                {
                     refs.retain(|r| r["uid"].as_str() != Some(uid));
                     if refs.is_empty() {
                         meta_mut(&mut object).remove("ownerReferences");
@@ -953,20 +1206,40 @@ impl Store {
 
     /// Deletes every object owned by `uid` (background propagation for each).
     fn delete_dependents(&self, state: &mut State, uid: &str) {
-        let keys: Vec<Key> = self.dependents(state, uid).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Key> = self
+            .dependents(state, uid)
+            .map(|(k, _)| k.clone())
+            .collect();
         for key in keys {
-            let Some(drt) = state.resources.iter().find(|r| r.storage == key.storage).cloned() else { continue };
+            let Some(drt) = state
+                .resources
+                .iter()
+                .find(|r| r.storage == key.storage)
+                .cloned()
+            else {
+                continue;
+            };
             // An object that still has other live owners stays.
             let other_owner_alive = state.objects.get(&key).is_some_and(|o| {
-                meta(o)["ownerReferences"].as_array().into_iter().flatten().any(|r| {
-                    let ruid = r["uid"].as_str().unwrap_or_default();
-                    ruid != uid && state.objects.values().any(|x| str_at(x, "uid") == ruid)
-                })
+                meta(o)["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| {
+                        let ruid = r["uid"].as_str().unwrap_or_default();
+                        ruid != uid && state.objects.values().any(|x| str_at(x, "uid") == ruid)
+                    })
             });
             if other_owner_alive {
                 continue;
             }
-            let _ = self.delete_locked(state, &drt, &key.namespace, &key.name, &DeleteOptions::default());
+            let _ = self.delete_locked(
+                state,
+                &drt,
+                &key.namespace,
+                &key.name,
+                &DeleteOptions::default(),
+            );
         }
     }
 
@@ -976,7 +1249,11 @@ impl Store {
             let ready: Vec<Key> = state
                 .objects
                 .iter()
-                .filter(|(_, o)| meta(o)["finalizers"].as_array().is_some_and(|f| f.contains(&json!("foregroundDeletion"))))
+                .filter(|(_, o)| {
+                    meta(o)["finalizers"]
+                        .as_array()
+                        .is_some_and(|f| f.contains(&json!("foregroundDeletion")))
+                })
                 .filter(|(_, o)| self.dependents(state, str_at(o, "uid")).next().is_none())
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -984,14 +1261,29 @@ impl Store {
                 return;
             }
             for key in ready {
-                let Some(mut object) = state.objects.get(&key).cloned() else { continue };
-                let Some(rt) = state.resources.iter().find(|r| r.storage == key.storage).cloned() else { continue };
-                if let Some(f) = meta_mut(&mut object).get_mut("finalizers").and_then(Value::as_array_mut) {
+                let Some(mut object) = state.objects.get(&key).cloned() else {
+                    continue;
+                };
+                let Some(rt) = state
+                    .resources
+                    .iter()
+                    .find(|r| r.storage == key.storage)
+                    .cloned()
+                else {
+                    continue;
+                };
+                if let Some(f) = meta_mut(&mut object)
+                    .get_mut("finalizers")
+                    .and_then(Value::as_array_mut)
+                {
                     f.retain(|x| x != "foregroundDeletion");
                 }
                 state.rv += 1;
                 meta_mut(&mut object).insert("resourceVersion".into(), json!(state.rv.to_string()));
-                if meta(&object)["finalizers"].as_array().is_none_or(Vec::is_empty) {
+                if meta(&object)["finalizers"]
+                    .as_array()
+                    .is_none_or(Vec::is_empty)
+                {
                     state.objects.remove(&key);
                     self.record(state, EventType::Deleted, &key, object.clone());
                     self.after_removal(state, &rt, &object);
@@ -1007,17 +1299,30 @@ impl Store {
     /// resources leaving, a terminating namespace completing.
     fn after_removal(&self, state: &mut State, rt: &ResourceType, object: &Value) {
         if rt.storage == "apiextensions.k8s.io/customresourcedefinitions" {
-            let group = object["spec"]["group"].as_str().unwrap_or_default().to_string();
-            let plural = object["spec"]["names"]["plural"].as_str().unwrap_or_default().to_string();
+            let group = object["spec"]["group"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let plural = object["spec"]["names"]["plural"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let storage = format!("{group}/{plural}");
-            let keys: Vec<Key> = state.objects.keys().filter(|k| k.storage == storage).cloned().collect();
+            let keys: Vec<Key> = state
+                .objects
+                .keys()
+                .filter(|k| k.storage == storage)
+                .cloned()
+                .collect();
             for key in keys {
                 if let Some(o) = state.objects.remove(&key) {
                     state.rv += 1;
                     self.record(state, EventType::Deleted, &key, o);
                 }
             }
-            state.resources.retain(|r| !(r.custom && r.group == group && r.plural == plural));
+            state
+                .resources
+                .retain(|r| !(r.custom && r.group == group && r.plural == plural));
         }
         let uid = str_at(object, "uid").to_string();
         self.delete_dependents(state, &uid);
@@ -1049,7 +1354,12 @@ fn same_ignoring_managed_times(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
-fn admit_secret(rt: &ResourceType, name: &str, old: Option<&Value>, mut object: Value) -> Result<Value, ApiError> {
+fn admit_secret(
+    rt: &ResourceType,
+    name: &str,
+    old: Option<&Value>,
+    mut object: Value,
+) -> Result<Value, ApiError> {
     let engine = base64::engine::general_purpose::STANDARD;
     if let Some(Value::Object(string_data)) = object.get("stringData").cloned() {
         let data = object["data"].as_object().cloned().unwrap_or_default();
@@ -1063,9 +1373,13 @@ fn admit_secret(rt: &ResourceType, name: &str, old: Option<&Value>, mut object: 
     let mut causes = Vec::new();
     for (k, v) in object["data"].as_object().into_iter().flatten() {
         if v.as_str().is_none_or(|s| engine.decode(s).is_err()) {
-            causes.push((format!("data[{k}]"), "FieldValueInvalid", format!("data[{k}]: Invalid value: illegal base64 data")));
+            causes.push((
+                format!("data[{k}]"),
+                "FieldValueInvalid",
+                format!("data[{k}]: Invalid value: illegal base64 data"),
+            ));
         }
-        if !regex::Regex::new(r"^[-._a-zA-Z0-9]+$").expect("static regex").is_match(k) {
+        if !names::is_data_key(k) {
             causes.push((format!("data[{k}]"), "FieldValueInvalid", format!("data[{k}]: Invalid value: {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.'")));
         }
     }
@@ -1074,22 +1388,42 @@ fn admit_secret(rt: &ResourceType, name: &str, old: Option<&Value>, mut object: 
     }
     if let Some(old) = old {
         if old["type"] != object["type"] {
-            causes.push(("type".into(), "FieldValueInvalid", "type: Invalid value: field is immutable".into()));
+            causes.push((
+                "type".into(),
+                "FieldValueInvalid",
+                "type: Invalid value: field is immutable".into(),
+            ));
         }
-        if old["immutable"].as_bool() == Some(true) && (old["data"] != object["data"] || object["immutable"].as_bool() != Some(true)) {
-            causes.push(("data".into(), "FieldValueForbidden", "data: Forbidden: field is immutable when `immutable` is set".into()));
+        if old["immutable"].as_bool() == Some(true)
+            && (old["data"] != object["data"] || object["immutable"].as_bool() != Some(true))
+        {
+            causes.push((
+                "data".into(),
+                "FieldValueForbidden",
+                "data: Forbidden: field is immutable when `immutable` is set".into(),
+            ));
         }
     }
-    if causes.is_empty() { Ok(object) } else { Err(ApiError::invalid(rt, name, causes)) }
+    if causes.is_empty() {
+        Ok(object)
+    } else {
+        Err(ApiError::invalid(rt, name, causes))
+    }
 }
 
 fn encode_continue(last: &(String, String)) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json!({"ns": last.0, "name": last.1})).unwrap_or_default())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&json!({"ns": last.0, "name": last.1})).unwrap_or_default())
 }
 
 fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
     let bad = || ApiError::bad_request("continue key is not valid: invalid continue token");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    Ok((v["ns"].as_str().ok_or_else(bad)?.to_string(), v["name"].as_str().ok_or_else(bad)?.to_string()))
+    Ok((
+        v["ns"].as_str().ok_or_else(bad)?.to_string(),
+        v["name"].as_str().ok_or_else(bad)?.to_string(),
+    ))
 }

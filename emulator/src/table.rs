@@ -9,7 +9,11 @@ use crate::resources::ResourceType;
 /// `.a[?(@.k=="v")].b`. Returns every match.
 pub fn json_path<'a>(object: &'a Value, path: &str) -> Vec<&'a Value> {
     let mut nodes = vec![object];
-    let mut rest = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('$');
+    let mut rest = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('$');
     while !rest.is_empty() {
         if let Some(r) = rest.strip_prefix('.') {
             let end = r.find(['.', '[']).unwrap_or(r.len());
@@ -17,14 +21,20 @@ pub fn json_path<'a>(object: &'a Value, path: &str) -> Vec<&'a Value> {
             nodes = nodes.into_iter().filter_map(|n| n.get(field)).collect();
             rest = &r[end..];
         } else if let Some(r) = rest.strip_prefix('[') {
-            let Some(end) = find_closing(r) else { return Vec::new() };
+            let Some(end) = find_closing(r) else {
+                return Vec::new();
+            };
             let inner = &r[..end];
             rest = &r[end + 1..];
             nodes = if inner == "*" {
-                nodes.into_iter().flat_map(|n| n.as_array().into_iter().flatten()).collect()
+                nodes
+                    .into_iter()
+                    .flat_map(|n| n.as_array().into_iter().flatten())
+                    .collect()
             } else if let Ok(i) = inner.parse::<usize>() {
                 nodes.into_iter().filter_map(|n| n.get(i)).collect()
-            } else if let Some(filter) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
+            } else if let Some(filter) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')'))
+            {
                 let (lhs, op, rhs) = match (filter.split_once("=="), filter.split_once("!=")) {
                     (_, Some((l, r))) => (l, false, r),
                     (Some((l, r)), None) => (l, true, r),
@@ -68,9 +78,80 @@ fn find_closing(s: &str) -> Option<usize> {
     None
 }
 
+/// kube-apiserver's `duration.HumanDuration`, which it applies to `date` columns.
+pub fn human_duration(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    if seconds < 0 {
+        return "0s".into();
+    }
+    if seconds < 120 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        let s = seconds % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = seconds / 3600;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let days = (hours / 24) % 365;
+        return if days == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{days}d", hours / 24 / 365)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+/// A timestamp as the age the apiserver prints for it.
+fn age_of(value: &Value) -> Value {
+    match value
+        .as_str()
+        .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+    {
+        Some(t) => json!(human_duration(
+            jiff::Timestamp::now().as_second() - t.as_second()
+        )),
+        None => Value::Null,
+    }
+}
+
 fn cell(value: Option<&Value>, ty: &str) -> Value {
     match value {
         None | Some(Value::Null) => Value::Null,
+        Some(v) if ty == "date" => age_of(v),
         Some(v) if ty == "integer" || ty == "number" || ty == "boolean" => v.clone(),
         Some(Value::String(s)) => json!(s),
         Some(other) => json!(other.to_string()),
@@ -82,12 +163,23 @@ fn column(name: &str, ty: &str, format: &str, description: &str, priority: i64) 
 }
 
 fn age(object: &Value) -> Value {
-    object["metadata"]["creationTimestamp"].clone()
+    age_of(&object["metadata"]["creationTimestamp"])
 }
 
 /// The columns and cells for a list of objects of `rt`.
-pub fn table(rt: &ResourceType, objects: &[Value], resource_version: u64, continue_token: Option<&str>) -> Value {
-    let name_col = column("Name", "string", "name", "Name must be unique within a namespace.", 0);
+pub fn table(
+    rt: &ResourceType,
+    objects: &[Value],
+    resource_version: u64,
+    continue_token: Option<&str>,
+) -> Value {
+    let name_col = column(
+        "Name",
+        "string",
+        "name",
+        "Name must be unique within a namespace.",
+        0,
+    );
     let (columns, rows): (Vec<Value>, Vec<Vec<Value>>) = if rt.custom {
         let mut cols = vec![name_col];
         let printer = if rt.printer_columns.is_empty() {
@@ -110,7 +202,10 @@ pub fn table(rt: &ResourceType, objects: &[Value], resource_version: u64, contin
                 let mut cells = vec![o["metadata"]["name"].clone()];
                 for c in &printer {
                     let found = json_path(o, c["jsonPath"].as_str().unwrap_or_default());
-                    cells.push(cell(found.first().copied(), c["type"].as_str().unwrap_or("string")));
+                    cells.push(cell(
+                        found.first().copied(),
+                        c["type"].as_str().unwrap_or("string"),
+                    ));
                 }
                 cells
             })
@@ -140,27 +235,66 @@ pub fn table(rt: &ResourceType, objects: &[Value], resource_version: u64, contin
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
 }
 
-fn builtin_table(rt: &ResourceType, objects: &[Value], name_col: Value) -> (Vec<Value>, Vec<Vec<Value>>) {
+fn builtin_table(
+    rt: &ResourceType,
+    objects: &[Value],
+    name_col: Value,
+) -> (Vec<Value>, Vec<Vec<Value>>) {
     let age_col = column("Age", "string", "", "", 0);
     let count = |v: &Value| v.as_object().map_or(0, |m| m.len());
     match rt.plural.as_str() {
         "secrets" => (
-            vec![name_col, column("Type", "string", "", "", 0), column("Data", "string", "", "", 0), age_col],
-            objects.iter().map(|o| vec![o["metadata"]["name"].clone(), o["type"].clone(), json!(count(&o["data"])), age(o)]).collect(),
+            vec![
+                name_col,
+                column("Type", "string", "", "", 0),
+                column("Data", "string", "", "", 0),
+                age_col,
+            ],
+            objects
+                .iter()
+                .map(|o| {
+                    vec![
+                        o["metadata"]["name"].clone(),
+                        o["type"].clone(),
+                        json!(count(&o["data"])),
+                        age(o),
+                    ]
+                })
+                .collect(),
         ),
         "configmaps" => (
             vec![name_col, column("Data", "string", "", "", 0), age_col],
             objects
                 .iter()
-                .map(|o| vec![o["metadata"]["name"].clone(), json!(count(&o["data"]) + count(&o["binaryData"])), age(o)])
+                .map(|o| {
+                    vec![
+                        o["metadata"]["name"].clone(),
+                        json!(count(&o["data"]) + count(&o["binaryData"])),
+                        age(o),
+                    ]
+                })
                 .collect(),
         ),
         "namespaces" => (
             vec![name_col, column("Status", "string", "", "", 0), age_col],
-            objects.iter().map(|o| vec![o["metadata"]["name"].clone(), o["status"]["phase"].clone(), age(o)]).collect(),
+            objects
+                .iter()
+                .map(|o| {
+                    vec![
+                        o["metadata"]["name"].clone(),
+                        o["status"]["phase"].clone(),
+                        age(o),
+                    ]
+                })
+                .collect(),
         ),
         "deployments" | "statefulsets" | "daemonsets" => (
-            vec![name_col, column("Ready", "string", "", "", 0), column("Up-to-date", "string", "", "", 0), age_col],
+            vec![
+                name_col,
+                column("Ready", "string", "", "", 0),
+                column("Up-to-date", "string", "", "", 0),
+                age_col,
+            ],
             objects
                 .iter()
                 .map(|o| {
@@ -169,7 +303,12 @@ fn builtin_table(rt: &ResourceType, objects: &[Value], name_col: Value) -> (Vec<
                         o["status"]["readyReplicas"].as_i64().unwrap_or(0),
                         o["spec"]["replicas"].as_i64().unwrap_or(1)
                     );
-                    vec![o["metadata"]["name"].clone(), json!(ready), json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0)), age(o)]
+                    vec![
+                        o["metadata"]["name"].clone(),
+                        json!(ready),
+                        json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0)),
+                        age(o),
+                    ]
                 })
                 .collect(),
         ),
@@ -184,26 +323,58 @@ fn builtin_table(rt: &ResourceType, objects: &[Value], name_col: Value) -> (Vec<
             objects
                 .iter()
                 .map(|o| {
-                    let core = if o["apiVersion"] == "events.k8s.io/v1" { crate::events::to_core(o) } else { o.clone() };
-                    let seen = [&core["lastTimestamp"], &core["eventTime"], &core["metadata"]["creationTimestamp"]]
-                        .into_iter()
-                        .find(|v| !v.is_null())
-                        .cloned()
-                        .unwrap_or(Value::Null);
+                    let core = if o["apiVersion"] == "events.k8s.io/v1" {
+                        crate::events::to_core(o)
+                    } else {
+                        o.clone()
+                    };
+                    let seen = [
+                        &core["lastTimestamp"],
+                        &core["eventTime"],
+                        &core["metadata"]["creationTimestamp"],
+                    ]
+                    .into_iter()
+                    .find(|v| !v.is_null())
+                    .map(age_of)
+                    .unwrap_or(Value::Null);
                     let object = format!(
                         "{}/{}",
-                        core["involvedObject"]["kind"].as_str().unwrap_or_default().to_lowercase(),
+                        core["involvedObject"]["kind"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_lowercase(),
                         core["involvedObject"]["name"].as_str().unwrap_or_default()
                     );
-                    vec![seen, core["type"].clone(), core["reason"].clone(), json!(object), core["message"].clone()]
+                    vec![
+                        seen,
+                        core["type"].clone(),
+                        core["reason"].clone(),
+                        json!(object),
+                        core["message"].clone(),
+                    ]
                 })
                 .collect(),
         ),
         "leases" => (
             vec![name_col, column("Holder", "string", "", "", 0), age_col],
-            objects.iter().map(|o| vec![o["metadata"]["name"].clone(), o["spec"]["holderIdentity"].clone(), age(o)]).collect(),
+            objects
+                .iter()
+                .map(|o| {
+                    vec![
+                        o["metadata"]["name"].clone(),
+                        o["spec"]["holderIdentity"].clone(),
+                        age(o),
+                    ]
+                })
+                .collect(),
         ),
-        _ => (vec![name_col, age_col], objects.iter().map(|o| vec![o["metadata"]["name"].clone(), age(o)]).collect()),
+        _ => (
+            vec![name_col, age_col],
+            objects
+                .iter()
+                .map(|o| vec![o["metadata"]["name"].clone(), age(o)])
+                .collect(),
+        ),
     }
 }
 
@@ -212,10 +383,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ages_read_like_kubectl() {
+        for (secs, want) in [
+            (-5, "<invalid>"),
+            (0, "0s"),
+            (119, "119s"),
+            (125, "2m5s"),
+            (600, "10m"),
+            (3 * 3600 + 60, "3h1m"),
+            (10 * 3600, "10h"),
+            (50 * 3600, "2d2h"),
+            (30 * 86400, "30d"),
+            (800 * 86400, "2y70d"),
+        ] {
+            assert_eq!(human_duration(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
     fn printer_column_paths() {
         let o = json!({"status": {"conditions": [{"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}], "n": 3}, "spec": {"owner": "team"}});
-        assert_eq!(json_path(&o, ".status.conditions[?(@.type==\"Ready\")].status"), vec![&json!("True")]);
-        assert_eq!(json_path(&o, ".status.conditions[0].type"), vec![&json!("Other")]);
+        assert_eq!(
+            json_path(&o, ".status.conditions[?(@.type==\"Ready\")].status"),
+            vec![&json!("True")]
+        );
+        assert_eq!(
+            json_path(&o, ".status.conditions[0].type"),
+            vec![&json!("Other")]
+        );
         assert_eq!(json_path(&o, ".status.conditions[*].type").len(), 2);
         assert_eq!(json_path(&o, ".spec.owner"), vec![&json!("team")]);
         assert!(json_path(&o, ".spec.missing").is_empty());

@@ -1,0 +1,378 @@
+//! The real kubectl against a `keyward playground` started by the test: what a platform
+//! engineer does on day one must work exactly as on a cluster.
+
+mod common;
+
+use common::{Playground, root};
+
+fn examples() -> std::path::PathBuf {
+    root().join("examples")
+}
+
+#[test]
+fn server_side_apply_of_crds_and_examples_and_printer_columns() {
+    let pg = Playground::start(None);
+    pg.ok(&["apply", "--server-side", "-f", "crds/"]);
+    let applied = pg.ok(&["apply", "--server-side", "-f", "examples/"]);
+    assert!(
+        applied.contains("apikey.keyward.dev/billing-api serverside-applied"),
+        "{applied}"
+    );
+    let table = pg.ok(&["get", "apikeys"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split("  ")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "OWNER", "PREVIEW", "NEXT ROTATION", "AGE"],
+        "{table}"
+    );
+    assert!(
+        table.contains("billing-api") && table.contains("team-billing"),
+        "{table}"
+    );
+    let pools = pg.ok(&["get", "akp"]);
+    assert!(
+        pools
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .contains("AVAILABLE"),
+        "{pools}"
+    );
+    assert!(
+        pools.contains("signup-tokens") && pools.contains("20"),
+        "{pools}"
+    );
+    let creds = pg.ok(&["get", "pcred"]);
+    assert!(
+        creds
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .contains("LAST VALIDATED"),
+        "{creds}"
+    );
+    let all = pg.ok(&["get", "keyward", "-o", "name"]);
+    assert_eq!(all.lines().count(), 6, "{all}");
+    // Applying the same YAML again changes nothing.
+    let again = pg.ok(&["apply", "--server-side", "-f", "examples/"]);
+    assert!(again.contains("serverside-applied"), "{again}");
+}
+
+#[test]
+fn imperative_creates_use_protobuf_and_label_selectors_filter() {
+    let pg = Playground::start(None);
+    pg.ok(&["create", "namespace", "team-a"]);
+    pg.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "-n",
+        "team-a",
+        "--from-literal=api-key=abc",
+    ]);
+    pg.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s2",
+        "-n",
+        "team-a",
+        "--from-literal=api-key=def",
+    ]);
+    pg.ok(&[
+        "create",
+        "configmap",
+        "c1",
+        "-n",
+        "team-a",
+        "--from-literal=a=b",
+    ]);
+    pg.ok(&["label", "secret", "s1", "-n", "team-a", "team=a"]);
+    let selected = pg.ok(&[
+        "get", "secrets", "-n", "team-a", "-l", "team=a", "-o", "name",
+    ]);
+    assert_eq!(selected.trim(), "secret/s1");
+    let not = pg.ok(&[
+        "get", "secrets", "-n", "team-a", "-l", "team!=a", "-o", "name",
+    ]);
+    assert_eq!(not.trim(), "secret/s2");
+    let data = pg.ok(&[
+        "get",
+        "secret",
+        "s1",
+        "-n",
+        "team-a",
+        "-o",
+        "jsonpath={.data.api-key}",
+    ]);
+    assert_eq!(data.trim(), "YWJj", "protobuf bytes arrive as base64 data");
+    let cm = pg.ok(&[
+        "get",
+        "configmap",
+        "c1",
+        "-n",
+        "team-a",
+        "-o",
+        "jsonpath={.data.a}",
+    ]);
+    assert_eq!(cm.trim(), "b");
+    // Strategic merge patch, kubectl's default for built-in kinds.
+    pg.ok(&[
+        "patch",
+        "configmap",
+        "c1",
+        "-n",
+        "team-a",
+        "-p",
+        r#"{"data":{"x":"y"}}"#,
+    ]);
+    assert_eq!(
+        pg.ok(&[
+            "get",
+            "configmap",
+            "c1",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.x}"
+        ])
+        .trim(),
+        "y"
+    );
+}
+
+#[test]
+fn wait_for_a_condition() {
+    let pg = Playground::start(Some(&examples()));
+    let wait = std::process::Command::new(common::kubectl_path())
+        .args(["--kubeconfig"])
+        .arg(&pg.kubeconfig)
+        .args([
+            "wait",
+            "--for=condition=Ready",
+            "apikey/billing-api",
+            "--timeout=30s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl wait starts");
+    let status = r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"KeyIssued","message":"issued","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
+    pg.ok(&[
+        "patch",
+        "apikey",
+        "billing-api",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+    let out = wait.wait_with_output().expect("kubectl wait ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+    let ready = pg.ok(&["get", "apikey", "billing-api"]);
+    assert!(
+        ready.lines().nth(1).unwrap_or_default().contains("True"),
+        "{ready}"
+    );
+}
+
+#[test]
+fn replace_with_a_stale_object_is_a_conflict() {
+    let pg = Playground::start(Some(&examples()));
+    let stale = pg.ok(&["get", "apikey", "billing-api", "-o", "yaml"]);
+    pg.ok(&["label", "apikey", "billing-api", "touched=yes"]);
+    let path = pg.file(
+        "stale.yaml",
+        &stale.replace("owner: team-billing", "owner: someone-else"),
+    );
+    let err = pg.fails(&["replace", "-f", &path]);
+    assert!(err.contains("the object has been modified"), "{err}");
+    let owner = pg.ok(&[
+        "get",
+        "apikey",
+        "billing-api",
+        "-o",
+        "jsonpath={.spec.owner}",
+    ]);
+    assert_eq!(owner, "team-billing", "the stale replace changed nothing");
+}
+
+#[test]
+fn two_field_managers_conflict_until_forced() {
+    let pg = Playground::start(None);
+    let object = |owner: &str| {
+        format!(
+            "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata:\n  name: shared\n  namespace: default\nspec:\n  owner: {owner}\n"
+        )
+    };
+    let alice = pg.file("alice.yaml", &object("alice"));
+    let bob = pg.file("bob.yaml", &object("bob"));
+    pg.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=alice",
+        "-f",
+        &alice,
+    ]);
+    let err = pg.fails(&["apply", "--server-side", "--field-manager=bob", "-f", &bob]);
+    assert!(
+        err.contains("conflict") && err.contains("alice") && err.contains(".spec.owner"),
+        "{err}"
+    );
+    assert_eq!(
+        pg.ok(&["get", "apikey", "shared", "-o", "jsonpath={.spec.owner}"]),
+        "alice"
+    );
+    pg.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=bob",
+        "--force-conflicts",
+        "-f",
+        &bob,
+    ]);
+    assert_eq!(
+        pg.ok(&["get", "apikey", "shared", "-o", "jsonpath={.spec.owner}"]),
+        "bob"
+    );
+    let managers = pg.ok(&[
+        "get",
+        "apikey",
+        "shared",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    assert!(managers.contains("bob"), "{managers}");
+}
+
+#[test]
+fn delete_cascades_to_owned_objects() {
+    let pg = Playground::start(None);
+    for (policy, survives) in [
+        ("foreground", false),
+        ("background", false),
+        ("orphan", true),
+    ] {
+        pg.ok(&["create", "configmap", "parent", "--from-literal=a=b"]);
+        let uid = pg.ok(&[
+            "get",
+            "configmap",
+            "parent",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ]);
+        let child = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: child\n  namespace: default\n  ownerReferences:\n  - apiVersion: v1\n    kind: ConfigMap\n    name: parent\n    uid: {uid}\n    controller: true\n    blockOwnerDeletion: true\nstringData:\n  k: v\n"
+        );
+        let out = pg.kubectl_stdin(&["apply", "-f", "-"], Some(&child));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg.ok(&[
+            "delete",
+            "configmap",
+            "parent",
+            &format!("--cascade={policy}"),
+        ]);
+        let remaining = pg.kubectl(&["get", "secret", "child", "-o", "name"]);
+        assert_eq!(
+            remaining.status.success(),
+            survives,
+            "{policy}: {}",
+            String::from_utf8_lossy(&remaining.stderr)
+        );
+        if survives {
+            pg.ok(&["delete", "secret", "child"]);
+        }
+    }
+}
+
+#[test]
+fn client_side_apply_and_explain() {
+    let pg = Playground::start(None);
+    pg.ok(&["apply", "-f", "examples/apikey.yaml"]);
+    let edited = std::fs::read_to_string(examples().join("apikey.yaml"))
+        .expect("example")
+        .replace("owner: team-billing", "owner: team-payments");
+    let path = pg.file("edited.yaml", &edited);
+    let out = pg.ok(&["apply", "-f", &path]);
+    assert!(
+        out.contains("apikey.keyward.dev/billing-api configured"),
+        "{out}"
+    );
+    assert_eq!(
+        pg.ok(&[
+            "get",
+            "apikey",
+            "billing-api",
+            "-o",
+            "jsonpath={.spec.owner}"
+        ]),
+        "team-payments"
+    );
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: plain\n  namespace: default\nstringData:\n  a: b\n";
+    let out = pg.kubectl_stdin(&["apply", "-f", "-"], Some(secret));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let explained = pg.ok(&["explain", "apikey.spec.format"]);
+    assert!(
+        explained.contains("prefix") && explained.contains("alphabet"),
+        "{explained}"
+    );
+}
+
+#[test]
+fn bad_objects_are_refused_with_the_field_named() {
+    let pg = Playground::start(None);
+    let apikey = |spec: &str| {
+        format!(
+            "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata:\n  name: bad\n  namespace: default\nspec:\n{spec}"
+        )
+    };
+    let wrong_type = pg.file("wrong-type.yaml", &apikey("  format:\n    length: long\n"));
+    let err = pg.fails(&["apply", "--server-side", "-f", &wrong_type]);
+    assert!(
+        err.contains("spec.format.length") && err.contains("must be of type integer"),
+        "{err}"
+    );
+    let weak = pg.file("weak.yaml", &apikey("  format:\n    length: 12\n"));
+    let err = pg.fails(&["apply", "-f", &weak]);
+    assert!(err.contains("fewer than 128 random bits"), "{err}");
+    let unknown = pg.file("unknown.yaml", &apikey("  bogus: 1\n"));
+    let err = pg.fails(&["apply", "--server-side", "-f", &unknown]);
+    assert!(err.contains("unknown field \"spec.bogus\""), "{err}");
+    let long_name = pg.file(
+        "long.yaml",
+        &apikey("  owner: x\n").replace("name: bad", &format!("name: {}", "a".repeat(64))),
+    );
+    let err = pg.fails(&["apply", "--server-side", "-f", &long_name]);
+    assert!(err.contains("at most 63 characters"), "{err}");
+    let missing = pg.fails(&["get", "apikey", "nothing-here"]);
+    assert!(
+        missing.contains("apikeys.keyward.dev \"nothing-here\" not found"),
+        "{missing}"
+    );
+    assert!(
+        pg.kubectl(&["get", "apikey", "bad"]).status.code() != Some(0),
+        "nothing was stored"
+    );
+}

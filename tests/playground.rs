@@ -1,0 +1,56 @@
+//! `keyward playground` as a user runs it: flags, summary, kubeconfig, clean exit.
+
+mod common;
+
+use common::{Playground, root};
+
+#[test]
+fn starts_applies_summarises_and_exits_cleanly_on_sigterm() {
+    let mut pg = Playground::start(Some(&root().join("examples")));
+    let out = pg.stdout.join("\n");
+    assert!(out.contains("keyward playground is running"), "{out}");
+    assert!(
+        out.contains(&format!("kubeconfig:      {}", pg.kubeconfig.display())),
+        "{out}"
+    );
+    assert!(out.contains("Applied"), "{out}");
+    for name in [
+        "default/billing-api",
+        "default/signup-tokens",
+        "default/openai-prod",
+    ] {
+        assert!(out.contains(name), "summary names {name}: {out}");
+    }
+    assert!(
+        out.contains("kubectl --kubeconfig"),
+        "prints what to try next: {out}"
+    );
+    assert!(pg.url.starts_with("http://127.0.0.1:"), "{}", pg.url);
+    let kubeconfig = std::fs::read_to_string(&pg.kubeconfig).expect("kubeconfig written");
+    assert!(kubeconfig.contains(&pg.url), "{kubeconfig}");
+    assert!(
+        pg.ok(&["get", "apikeys", "-o", "name"])
+            .contains("apikey.keyward.dev/billing-api")
+    );
+    let status = pg.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn a_bad_apply_folder_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("bad.yaml"), "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata:\n  name: x\nspec:\n  format:\n    length: 3\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["playground", "--kubeconfig"])
+        .arg(dir.path().join("kc"))
+        .arg("--apply")
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml") && err.contains("fewer than 128 random bits"),
+        "{err}"
+    );
+}
