@@ -54,3 +54,12 @@ fn a_bad_apply_folder_fails_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[test]
+fn a_signal_right_after_readiness_still_stops_cleanly() {
+    for _ in 0..3 {
+        let mut pg = Playground::start(None);
+        let status = pg.terminate();
+        assert!(status.success(), "exit status {status:?}");
+    }
+}

@@ -128,6 +128,16 @@ impl Emulator {
         &self.shared.store
     }
 
+    /// A kube-rs client for this emulator (namespace `default`).
+    #[cfg(feature = "client")]
+    pub fn client(&self) -> kube::Client {
+        let uri = self
+            .url()
+            .parse()
+            .expect("the emulator's URL is a valid URI");
+        kube::Client::try_from(kube::Config::new(uri)).expect("a plain-HTTP client always builds")
+    }
+
     /// A kubeconfig that points kubectl and kube-rs at this emulator.
     pub fn kubeconfig_yaml(&self, namespace: &str) -> String {
         format!(

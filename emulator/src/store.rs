@@ -472,6 +472,8 @@ impl Store {
             return Err(ApiError::already_exists(rt, &name));
         }
         let mut warnings = Vec::new();
+        // An apply owns what it declared, not what defaulting added.
+        let declared = body.clone();
         let mut object = self.admit(
             state,
             rt,
@@ -498,8 +500,9 @@ impl Store {
         }
         match applied_by {
             Some((manager, force)) => {
-                object = ssa::apply(None, &object, rt, Part::Main, manager, force, &now)
+                let owned = ssa::apply(None, &declared, rt, Part::Main, manager, force, &now)
                     .map_err(|c| ApiError::conflict(rt, &name, &ssa::conflict_message(&c)))?;
+                object["metadata"]["managedFields"] = owned["metadata"]["managedFields"].clone();
             }
             None => ssa::record_update(None, &mut object, rt, Part::Main, &opts.manager(), &now),
         }

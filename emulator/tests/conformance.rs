@@ -18,8 +18,7 @@ use serde_json::{Value, json};
 
 async fn start() -> (Emulator, Client) {
     let emulator = Emulator::start().await.expect("emulator starts");
-    let config = Config::new(emulator.url().parse().expect("valid url"));
-    let client = Client::try_from(config).expect("client");
+    let client = emulator.client();
     (emulator, client)
 }
 
@@ -1305,4 +1304,142 @@ async fn a_controller_keeps_reconciling_across_dropped_watches() {
         .expect("three");
     wait_for("three").await;
     task.abort();
+}
+
+#[tokio::test]
+async fn json_patch_applies_and_tests() {
+    let (_emu, client) = start().await;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    secrets
+        .create(&PostParams::default(), &secret("j", json!({"a": "1"})))
+        .await
+        .expect("created");
+    let ops: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/labels/a", "value": "1"},
+        {"op": "add", "path": "/metadata/labels/b", "value": "2"},
+    ]))
+    .expect("ops");
+    let patched = secrets
+        .patch("j", &PatchParams::default(), &Patch::<()>::Json(ops))
+        .await
+        .expect("json patch");
+    assert_eq!(
+        patched
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("b")
+            .map(String::as_str),
+        Some("2")
+    );
+    let failing: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "test", "path": "/metadata/labels/a", "value": "9"}]))
+            .expect("ops");
+    let err = api_error(
+        secrets
+            .patch("j", &PatchParams::default(), &Patch::<()>::Json(failing))
+            .await
+            .expect_err("test op fails"),
+    );
+    assert_eq!(err.code, 422);
+}
+
+#[tokio::test]
+async fn apply_bodies_with_null_creation_timestamp() {
+    let (_emu, client) = start().await;
+    let widgets = install_widgets(&client).await;
+    let body = json!({
+        "apiVersion": "test.dev/v1", "kind": "Widget",
+        "metadata": {"name": "n", "creationTimestamp": null},
+        "spec": {"size": 2},
+    });
+    let created = widgets
+        .patch("n", &PatchParams::apply("kubectl"), &Patch::Apply(&body))
+        .await
+        .expect("applied");
+    assert!(created.metadata.creation_timestamp.is_some());
+    let again = widgets
+        .patch("n", &PatchParams::apply("kubectl"), &Patch::Apply(&body))
+        .await
+        .expect("re-applied");
+    assert_eq!(
+        again.metadata.resource_version, created.metadata.resource_version,
+        "re-applying the same body writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn selector_watches_see_objects_leave_and_enter() {
+    let (_emu, client) = start().await;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    let mut stream = secrets
+        .watch(&WatchParams::default().labels("pool=p"), "0")
+        .await
+        .expect("watch")
+        .boxed();
+    secrets
+        .create(&PostParams::default(), &secret("s", json!({"pool": "p"})))
+        .await
+        .expect("created");
+    secrets
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"pool": "other"}}})),
+        )
+        .await
+        .expect("relabel");
+    secrets
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"pool": "p"}}})),
+        )
+        .await
+        .expect("back");
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .expect("event")
+            .expect("ok");
+        kinds.push(match event {
+            Some(WatchEvent::Added(_)) => "ADDED",
+            Some(WatchEvent::Modified(_)) => "MODIFIED",
+            Some(WatchEvent::Deleted(_)) => "DELETED",
+            other => panic!("unexpected {other:?}"),
+        });
+    }
+    assert_eq!(kinds, ["ADDED", "DELETED", "ADDED"]);
+}
+
+#[tokio::test]
+async fn status_apply_is_idempotent() {
+    let (_emu, client) = start().await;
+    let widgets = install_widgets(&client).await;
+    widgets
+        .create(&PostParams::default(), &widget("s", json!({"size": 1})))
+        .await
+        .expect("created");
+    let status = json!({"apiVersion": "test.dev/v1", "kind": "Widget", "status": {"observed": 1, "conditions": [{"type": "Ready", "status": "True"}]}});
+    let first = widgets
+        .patch_status("s", &PatchParams::apply("keyward"), &Patch::Apply(&status))
+        .await
+        .expect("status applied");
+    assert_eq!(first.data["status"]["observed"], 1);
+    let second = widgets
+        .patch_status("s", &PatchParams::apply("keyward"), &Patch::Apply(&status))
+        .await
+        .expect("status re-applied");
+    assert_eq!(
+        second.metadata.resource_version, first.metadata.resource_version,
+        "an unchanged status is not a write"
+    );
+    let managed = second.metadata.managed_fields.unwrap_or_default();
+    assert!(
+        managed
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("keyward")
+                && m.subresource.as_deref() == Some("status"))
+    );
 }

@@ -86,6 +86,7 @@ pub async fn install_crds(client: &Client) -> Result<(), PlaygroundError> {
 /// Runs the playground until SIGINT or SIGTERM.
 pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
     let started = Instant::now();
+    let mut signals = Signals::install()?;
     let options = keyward_emulator::Options {
         addr: args.addr,
         ..Default::default()
@@ -143,7 +144,7 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
     println!("  kubectl --kubeconfig {kubeconfig} explain apikey.spec.rotation");
     println!();
     println!("Press Ctrl-C to stop.");
-    wait_for_signal().await?;
+    signals.recv().await?;
     tracing::info!("stopping");
     emulator.shutdown().await;
     Ok(())
@@ -199,18 +200,39 @@ async fn ready_of(client: &Client, object: &Applied) -> Option<String> {
     ))
 }
 
-async fn wait_for_signal() -> Result<(), PlaygroundError> {
+/// SIGINT and SIGTERM, registered when created: readiness is announced only after this
+/// exists, so a signal sent right after the announcement stops the playground cleanly.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(PlaygroundError::Signal)?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map_err(PlaygroundError::Signal),
-            _ = term.recv() => Ok(()),
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, PlaygroundError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).map_err(PlaygroundError::Signal)?,
+                terminate: signal(SignalKind::terminate()).map_err(PlaygroundError::Signal)?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn recv(&mut self) -> Result<(), PlaygroundError> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+            Ok(())
+        }
+        #[cfg(not(unix))]
         tokio::signal::ctrl_c()
             .await
             .map_err(PlaygroundError::Signal)
