@@ -3,6 +3,12 @@
 
 pub mod apply;
 pub mod cli;
+pub mod clock;
+pub mod conditions;
+pub mod controller;
 pub mod crd;
 pub mod duration;
+pub mod history;
+pub mod keys;
+pub mod record;
 pub mod telemetry;

@@ -323,6 +323,19 @@ fn check_kind(rt: &ResourceType, body: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `Accept: …;as=PartialObjectMetadata[List]`: answer with metadata only, as the apiserver
+/// does for metadata watches and lists.
+fn wants_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+}
+
+fn partial(object: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"]})
+}
+
 fn wants_table(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -413,6 +426,9 @@ async fn dispatch(
                     &[],
                 ));
             }
+            if wants_metadata(headers) {
+                return Ok(json_response(200, &partial(&object), &[]));
+            }
             Ok(json_response(200, &object, &[]))
         }
         "list" | "watch" | "deletecollection" => {
@@ -440,7 +456,14 @@ async fn dispatch(
             };
             let ns_filter = target.namespace.as_deref();
             if verb == "watch" {
-                return watch(shared, target, query, Box::new(filter)).await;
+                return watch(
+                    shared,
+                    target,
+                    query,
+                    Box::new(filter),
+                    wants_metadata(headers),
+                )
+                .await;
             }
             if verb == "deletecollection" {
                 let page = store.list(rt, ns_filter, &filter, None, None)?;
@@ -488,17 +511,24 @@ async fn dispatch(
                     &[],
                 ));
             }
-            Ok(json_response(
-                200,
-                &list_body(
-                    rt,
-                    page.items,
-                    page.resource_version,
-                    page.continue_token,
-                    page.remaining,
-                ),
-                &[],
-            ))
+            let metadata_only = wants_metadata(headers);
+            let items = if metadata_only {
+                page.items.iter().map(partial).collect()
+            } else {
+                page.items
+            };
+            let mut body = list_body(
+                rt,
+                items,
+                page.resource_version,
+                page.continue_token,
+                page.remaining,
+            );
+            if metadata_only {
+                body["kind"] = json!("PartialObjectMetadataList");
+                body["apiVersion"] = json!("meta.k8s.io/v1");
+            }
+            Ok(json_response(200, &body, &[]))
         }
         "create" => {
             if target.name.is_some() {
@@ -626,6 +656,15 @@ fn list_body(
 type Filter = Box<dyn Fn(&Value) -> bool + Send + Sync>;
 
 fn event_line(kind: &str, object: &Value) -> Bytes {
+    event_line_as(kind, object, false)
+}
+
+fn event_line_as(kind: &str, object: &Value, metadata_only: bool) -> Bytes {
+    let object = if metadata_only && kind != "ERROR" && kind != "BOOKMARK" {
+        partial(object)
+    } else {
+        object.clone()
+    };
     let mut line = json!({"type": kind, "object": object}).to_string();
     line.push('\n');
     Bytes::from(line)
@@ -637,6 +676,7 @@ async fn watch(
     target: &Target,
     query: &HashMap<String, String>,
     filter: Filter,
+    metadata_only: bool,
 ) -> Result<Response, ApiError> {
     let rt = target.rt.clone();
     let ns = target.namespace.clone();
@@ -666,7 +706,7 @@ async fn watch(
                     items
                         .iter()
                         .filter(|o| filter(o))
-                        .map(|o| event_line("ADDED", o))
+                        .map(|o| event_line_as("ADDED", o, metadata_only))
                         .collect()
                 };
             (initial, rv, receiver, initial_events == Some(true))
@@ -679,7 +719,7 @@ async fn watch(
                     let mut lines = Vec::new();
                     let mut last = from;
                     for change in missed.iter().filter(|c| matches_ns(c)) {
-                        if let Some(line) = change_line(&rt, change, &filter) {
+                        if let Some(line) = change_line(&rt, change, &filter, metadata_only) {
                             lines.push(line);
                         }
                         last = change.rv;
@@ -745,7 +785,7 @@ async fn watch(
                         continue;
                     }
                     last_rv = change.rv;
-                    if let Some(line) = change_line(&rt_task, &change, &filter)
+                    if let Some(line) = change_line(&rt_task, &change, &filter, metadata_only)
                         && tx.send(Ok(line)).await.is_err()
                     {
                         return;
@@ -759,7 +799,12 @@ async fn watch(
 
 /// The event a watcher with `filter` sees for a change: objects entering the selection are
 /// ADDED, leaving it DELETED, as the apiserver's watch cache does.
-fn change_line(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<Bytes> {
+fn change_line(
+    rt: &ResourceType,
+    change: &Change,
+    filter: &Filter,
+    metadata_only: bool,
+) -> Option<Bytes> {
     let object = Store::present(rt, &change.object);
     let now = filter(&object);
     match change.kind {
@@ -770,13 +815,13 @@ fn change_line(rt: &ResourceType, change: &Change, filter: &Filter) -> Option<By
                 .map(|p| filter(&Store::present(rt, p)))
                 .unwrap_or(now);
             match (before, now) {
-                (true, true) => Some(event_line("MODIFIED", &object)),
-                (false, true) => Some(event_line("ADDED", &object)),
-                (true, false) => Some(event_line("DELETED", &object)),
+                (true, true) => Some(event_line_as("MODIFIED", &object, metadata_only)),
+                (false, true) => Some(event_line_as("ADDED", &object, metadata_only)),
+                (true, false) => Some(event_line_as("DELETED", &object, metadata_only)),
                 (false, false) => None,
             }
         }
-        kind => now.then(|| event_line(kind.as_str(), &object)),
+        kind => now.then(|| event_line_as(kind.as_str(), &object, metadata_only)),
     }
 }
 

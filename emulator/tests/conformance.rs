@@ -1443,3 +1443,48 @@ async fn status_apply_is_idempotent() {
                 && m.subresource.as_deref() == Some("status"))
     );
 }
+
+#[tokio::test]
+async fn metadata_only_requests_carry_no_data() {
+    use kube::core::PartialObjectMeta;
+    let (emu, client) = start().await;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    secrets
+        .create(&PostParams::default(), &secret("m", json!({"a": "b"})))
+        .await
+        .expect("created");
+    let meta: Api<PartialObjectMeta<Secret>> = Api::default_namespaced(client.clone());
+    let got = meta.get("m").await.expect("metadata get");
+    assert_eq!(
+        got.metadata
+            .labels
+            .unwrap_or_default()
+            .get("a")
+            .map(String::as_str),
+        Some("b")
+    );
+    let raw = reqwest_like_get(
+        &emu,
+        "/api/v1/namespaces/default/secrets",
+        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+    )
+    .await;
+    assert_eq!(raw["kind"], "PartialObjectMetadataList");
+    assert!(
+        raw["items"][0].get("data").is_none(),
+        "no Secret data in a metadata list"
+    );
+    let mut stream = meta
+        .watch(&WatchParams::default(), "0")
+        .await
+        .expect("watch")
+        .boxed();
+    match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .expect("event")
+        .expect("ok")
+    {
+        Some(WatchEvent::Added(o)) => assert_eq!(o.metadata.name.as_deref(), Some("m")),
+        other => panic!("unexpected {other:?}"),
+    }
+}

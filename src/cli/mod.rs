@@ -1,7 +1,13 @@
 //! The `keyward` command line (DESIGN §8).
 
+mod connect;
 mod playground;
+mod reveal;
+mod run;
+mod signals;
+mod status;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,7 +16,8 @@ use clap::{Parser, Subcommand};
 use crate::crd;
 use crate::telemetry::{self, LogFormat};
 
-pub use playground::{FIELD_MANAGER, install_crds};
+pub use connect::{ConnectArgs, NamespaceArg};
+pub use playground::install_crds;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,6 +29,8 @@ pub struct Cli {
     /// Log line format (logs go to stderr).
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,11 +46,29 @@ pub enum Command {
     /// Try keyward with no cluster: an in-memory Kubernetes API, the CRDs and the
     /// controllers, until interrupted.
     Playground(playground::PlaygroundArgs),
+    /// Run the controllers against the cluster of the kubeconfig, until interrupted.
+    Run(run::RunArgs),
+    /// Print a ShowOnce key once; afterwards only its hash exists.
+    Reveal {
+        /// The ApiKey.
+        name: String,
+        #[command(flatten)]
+        namespace: NamespaceArg,
+    },
+    /// List the namespace's ApiKeys: owner, preview, readiness, issue time, next rotation, usage.
+    Status {
+        #[command(flatten)]
+        namespace: NamespaceArg,
+        /// All namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
 }
 
 /// Parses the command line, runs the command and maps failures to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let connect = cli.connect.clone();
     let result = match cli.command {
         Command::Crds { output_dir: None } => {
             print!("{}", crd::all_yaml());
@@ -52,9 +79,57 @@ pub fn main() -> ExitCode {
         } => write_crds(&dir),
         Command::Playground(args) => {
             telemetry::init(cli.log_format, "info,kube=warn,hyper=warn,tower=warn");
-            runtime().and_then(|rt| {
-                rt.block_on(playground::run(args))
-                    .map_err(|e| e.to_string())
+            block_on(async { playground::run(args).await.map_err(|e| e.to_string()) })
+        }
+        Command::Run(args) => {
+            telemetry::init(cli.log_format, "info,kube=warn,hyper=warn,tower=warn");
+            block_on(async { run::run(args, connect).await.map_err(|e| e.to_string()) })
+        }
+        Command::Reveal { name, namespace } => {
+            telemetry::init(cli.log_format, "warn");
+            block_on(async {
+                let (client, ns) = connect
+                    .connect(namespace.namespace.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let key = reveal::reveal(&client, &ns, &name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", key.expose()).map_err(|e| format!("writing the key: {e}"))?;
+                eprintln!(
+                    "keyward: this is the only time the key of {ns}/{name} is shown; only its hash remains."
+                );
+                Ok(())
+            })
+        }
+        Command::Status {
+            namespace,
+            all_namespaces,
+        } => {
+            telemetry::init(cli.log_format, "warn");
+            block_on(async {
+                let (client, ns) = connect
+                    .connect(namespace.namespace.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let scope = (!all_namespaces).then_some(ns.as_str());
+                let items = status::list(&client, scope)
+                    .await
+                    .map_err(|e| format!("listing ApiKeys: {e}"))?;
+                if items.is_empty() {
+                    eprintln!(
+                        "No ApiKeys in {}.",
+                        if all_namespaces {
+                            "any namespace".to_string()
+                        } else {
+                            format!("namespace {ns}")
+                        }
+                    );
+                } else {
+                    println!("{}", status::table(&items, all_namespaces));
+                }
+                Ok(())
             })
         }
     };
@@ -67,11 +142,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn block_on(work: impl Future<Output = Result<(), String>>) -> Result<(), String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))
+        .map_err(|e| format!("starting the async runtime: {e}"))?
+        .block_on(work)
 }
 
 fn write_crds(dir: &Path) -> Result<(), String> {

@@ -8,15 +8,24 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use keyward_emulator::Emulator;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Namespace;
+
+use super::signals::Signals;
 use crate::apply::{self, Applied};
+use crate::clock::SystemClock;
+use crate::controller::{self, Context};
 use crate::crd;
 
-/// The field manager keyward's own writes use.
-pub const FIELD_MANAGER: &str = "keyward";
+use crate::controller::FIELD_MANAGER;
+
+/// The hash namespace of the playground.
+pub const HASH_NAMESPACE: &str = "keyward-system";
 /// The field manager `--apply` uses, as a person's `kubectl apply` would.
 const APPLY_MANAGER: &str = "keyward-playground";
 
@@ -59,8 +68,10 @@ pub enum PlaygroundError {
     },
     #[error("applying {0}")]
     Apply(#[from] apply::ApplyError),
-    #[error("waiting for a signal: {0}")]
+    #[error("signal handling: {0}")]
     Signal(#[source] std::io::Error),
+    #[error(transparent)]
+    Setup(#[from] controller::SetupError),
 }
 
 /// Installs (server-side applies) keyward's CRDs and waits until they are served.
@@ -86,7 +97,7 @@ pub async fn install_crds(client: &Client) -> Result<(), PlaygroundError> {
 /// Runs the playground until SIGINT or SIGTERM.
 pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
     let started = Instant::now();
-    let mut signals = Signals::install()?;
+    let mut signals = Signals::install().map_err(PlaygroundError::Signal)?;
     let options = keyward_emulator::Options {
         addr: args.addr,
         ..Default::default()
@@ -105,6 +116,32 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
     let config = Config::new(uri);
     let client = Client::try_from(config).map_err(PlaygroundError::Client)?;
     install_crds(&client).await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": HASH_NAMESPACE}});
+    namespaces
+        .patch(
+            HASH_NAMESPACE,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&ns),
+        )
+        .await
+        .map_err(PlaygroundError::Client)?;
+    let config = controller::Config {
+        hash_namespace: HASH_NAMESPACE.into(),
+        instance: "playground".into(),
+        ..Default::default()
+    };
+    let pepper = controller::ensure_pepper(&client, HASH_NAMESPACE).await?;
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config,
+        Arc::new(SystemClock),
+        pepper,
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controllers = tokio::spawn(controller::run_all(ctx, async move {
+        let _ = stop_rx.await;
+    }));
     emulator
         .write_kubeconfig(&args.kubeconfig)
         .map_err(|source| PlaygroundError::Kubeconfig {
@@ -129,7 +166,7 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
         "  verifier:        not started: the verifier is not built yet (--verifier-addr {})",
         args.verifier_addr
     );
-    println!("  controllers:     none yet: objects are stored and validated, not reconciled");
+    println!("  controllers:     ApiKey (hash records in namespace {HASH_NAMESPACE})");
     if let Some(dir) = &args.apply {
         println!();
         println!("Applied {} ({} objects):", dir.display(), applied.len());
@@ -144,11 +181,16 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
     println!("  kubectl --kubeconfig {kubeconfig} explain apikey.spec.rotation");
     println!();
     println!("Press Ctrl-C to stop.");
-    signals.recv().await?;
+    signals.recv().await.map_err(PlaygroundError::Signal)?;
     tracing::info!("stopping");
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), controllers).await;
     emulator.shutdown().await;
     Ok(())
 }
+
+/// Kinds whose controller runs in the playground.
+const RECONCILED: &[&str] = &["ApiKey"];
 
 /// One line per applied object: what keyward made of it. Never a key.
 async fn summary(client: &Client, applied: &[Applied]) -> Vec<String> {
@@ -158,83 +200,51 @@ async fn summary(client: &Client, applied: &[Applied]) -> Vec<String> {
             Some(ns) => format!("{ns}/{}", object.name),
             None => object.name.clone(),
         };
-        let keyward_kind = matches!(
-            object.kind.as_str(),
-            "ApiKey" | "ApiKeyPool" | "ProviderCredential"
-        );
-        let state = if keyward_kind {
-            match ready_of(client, object).await {
-                Some(ready) => ready,
-                None => "stored, not reconciled (no controller yet)".to_string(),
-            }
+        let state = if RECONCILED.contains(&object.kind.as_str()) {
+            converged_state(client, object).await
+        } else if matches!(object.kind.as_str(), "ApiKeyPool" | "ProviderCredential") {
+            "stored, not reconciled (no controller for this kind yet)".to_string()
         } else {
             "applied".to_string()
         };
-        lines.push(format!("{:<20} {place:<40} {state}", object.kind));
+        lines.push(format!("{:<20} {place:<32} {state}", object.kind));
     }
     lines
 }
 
-/// The Ready condition of a keyward object, if a controller has set one.
-async fn ready_of(client: &Client, object: &Applied) -> Option<String> {
-    let resource = crd::crds()
-        .into_iter()
-        .find(|c| c.spec.names.kind == object.kind)
-        .map(|c| kube::core::ApiResource {
-            group: c.spec.group.clone(),
-            version: crd::VERSION.into(),
-            api_version: format!("{}/{}", c.spec.group, crd::VERSION),
-            kind: c.spec.names.kind.clone(),
-            plural: c.spec.names.plural.clone(),
-        })?;
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), object.namespace.as_deref()?, &resource);
-    let live = api.get(&object.name).await.ok()?;
-    let conditions = live.data["status"]["conditions"].as_array()?;
-    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
-    Some(format!(
-        "Ready={} ({}: {})",
-        ready["status"].as_str().unwrap_or("Unknown"),
-        ready["reason"].as_str().unwrap_or_default(),
-        ready["message"].as_str().unwrap_or_default()
-    ))
-}
-
-/// SIGINT and SIGTERM, registered when created: readiness is announced only after this
-/// exists, so a signal sent right after the announcement stops the playground cleanly.
-struct Signals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> Result<Self, PlaygroundError> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                interrupt: signal(SignalKind::interrupt()).map_err(PlaygroundError::Signal)?,
-                terminate: signal(SignalKind::terminate()).map_err(PlaygroundError::Signal)?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    async fn recv(&mut self) -> Result<(), PlaygroundError> {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.interrupt.recv() => {}
-                _ = self.terminate.recv() => {}
+/// Waits (up to 30 s) until keyward has acted on the object's current generation, then
+/// describes the result: Ready, preview, Secret names. Never a key.
+async fn converged_state(client: &Client, object: &Applied) -> String {
+    let Some(ns) = object.namespace.as_deref() else {
+        return "applied".into();
+    };
+    let api: Api<crate::crd::ApiKey> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(ak) = api.get(&object.name).await {
+            let status = ak.status.clone().unwrap_or_default();
+            let ready = crate::conditions::ready(&status.conditions);
+            let settled = status.observed_generation == ak.metadata.generation
+                && ready.is_some_and(|r| r.reason != "Progressing");
+            if settled || Instant::now() >= deadline {
+                return match ready {
+                    Some(r) => {
+                        let mut text = format!("Ready={:?} {}", r.status, r.reason);
+                        if let Some(p) = &status.preview {
+                            text.push_str(&format!("  preview {p}"));
+                        }
+                        if let Some(secret) = &status.secret_name {
+                            text.push_str(&format!("  Secret {secret}"));
+                        }
+                        if r.reason != "KeyIssued" && r.reason != "Rotated" {
+                            text.push_str(&format!("  ({})", r.message));
+                        }
+                        text
+                    }
+                    None => "not reconciled yet".into(),
+                };
             }
-            Ok(())
         }
-        #[cfg(not(unix))]
-        tokio::signal::ctrl_c()
-            .await
-            .map_err(PlaygroundError::Signal)
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,69 @@
+//! `keyward run`: the controllers against a cluster, until SIGINT or SIGTERM.
+
+use std::sync::Arc;
+
+use crate::clock::SystemClock;
+use crate::controller::{self, Config, Context};
+use crate::keys::Argon2Params;
+
+use super::connect::ConnectArgs;
+use super::signals::Signals;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Namespace of the hash records and the pepper (default: the namespace keyward runs in).
+    #[arg(long, env = "KEYWARD_HASH_NAMESPACE")]
+    pub hash_namespace: Option<String>,
+    /// Only watch these namespaces (repeatable); default all.
+    #[arg(long = "namespace", short = 'n', value_name = "NAMESPACE")]
+    pub namespaces: Vec<String>,
+    /// argon2id memory cost in KiB.
+    #[arg(long, default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations.
+    #[arg(long, default_value_t = 2)]
+    pub argon2_iterations: u32,
+    /// argon2id parallelism.
+    #[arg(long, default_value_t = 1)]
+    pub argon2_parallelism: u32,
+    /// This instance's name in Events (default: $HOSTNAME).
+    #[arg(long, env = "HOSTNAME", default_value = "keyward")]
+    pub instance: String,
+}
+
+/// Why `keyward run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Connect(#[from] super::connect::ConnectError),
+    #[error(transparent)]
+    Setup(#[from] controller::SetupError),
+    #[error("installing signal handlers: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
+    let mut signals = Signals::install().map_err(RunError::Signal)?;
+    let (client, namespace) = connect.connect(None).await?;
+    let argon2 = Argon2Params {
+        memory_kib: args.argon2_memory_kib,
+        iterations: args.argon2_iterations,
+        parallelism: args.argon2_parallelism,
+    };
+    argon2.validate().map_err(controller::SetupError::from)?;
+    let config = Config {
+        hash_namespace: args.hash_namespace.unwrap_or(namespace),
+        argon2,
+        namespaces: args.namespaces,
+        instance: args.instance,
+    };
+    let pepper = controller::ensure_pepper(&client, &config.hash_namespace).await?;
+    tracing::info!(hash_namespace = %config.hash_namespace, pepper = %pepper.id(), "keyward controllers starting");
+    let ctx = Arc::new(Context::new(client, config, Arc::new(SystemClock), pepper));
+    controller::run_all(ctx, async move {
+        let _ = signals.recv().await;
+    })
+    .await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,682 @@
+//! The ApiKey pipeline's pure half: from what was observed (spec, workload Secret, hash
+//! record, import source, now) decide the one next step, and compute the status. No I/O;
+//! time is an input.
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::conditions::{self, Wanted};
+use crate::crd::{ApiKey, ApiKeyStatus, ConditionStatus, Delivery, KeyFormat};
+use crate::history::Action;
+use crate::record::HashRecord;
+
+/// How the key in the workload Secret relates to the hash record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMatch {
+    /// It is the record's current key.
+    Current,
+    /// It is the record's pending key (delivered, not yet promoted).
+    Pending,
+    /// It is neither: the Secret was edited.
+    Other,
+    /// The data key is empty or missing.
+    Absent,
+}
+
+/// The workload Secret at the name the spec asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workload {
+    Missing,
+    /// Exists and is not this ApiKey's; never touched.
+    Foreign {
+        why: String,
+    },
+    /// Exists and belongs to this ApiKey (or was retained for an ApiKey of this name).
+    Ours {
+        key: KeyMatch,
+        revealed_at: Option<String>,
+        retained: bool,
+    },
+}
+
+/// The source of an imported key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Import {
+    NotConfigured,
+    SecretMissing {
+        secret: String,
+    },
+    KeyMissing {
+        secret: String,
+        key: String,
+    },
+    /// The source holds a key; whether it is the record's current one, and whether it is weak.
+    Present {
+        matches_current: bool,
+        weak: bool,
+    },
+}
+
+/// Everything the decision depends on.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub now: Timestamp,
+    pub generation: Option<i64>,
+    /// Why the spec cannot be acted on, if it cannot.
+    pub spec_problem: Option<String>,
+    pub desired_secret: String,
+    pub workload: Workload,
+    /// The Secret named in `status.secretName`, when the spec now names another and it
+    /// still holds the current key.
+    pub moving_from: Option<String>,
+    pub record: Option<HashRecord>,
+    pub import: Import,
+    pub delivery: Delivery,
+    /// With ShowOnce: when an unrevealed key's window closes.
+    pub reveal_deadline: Option<Timestamp>,
+    pub disabled: bool,
+    /// The instant the current key stops verifying, if any.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// Where the key of an issuance comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Fresh from the CSPRNG.
+    Generate,
+    /// From the import source Secret.
+    Import,
+    /// The key already in a retained workload Secret.
+    Adopt,
+}
+
+/// The next step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The spec cannot be acted on; status only.
+    Invalid { message: String },
+    /// The target Secret belongs to someone else; status only.
+    Conflict { message: String },
+    /// The import source is unusable; status only (a key already served stays served).
+    ImportFailed { message: String },
+    /// A pending key was never delivered: drop it.
+    DiscardPending,
+    /// The workload Secret holds the pending key: make it current.
+    Promote,
+    /// Deliver a new key: pending → workload Secret → promote.
+    Issue {
+        source: Source,
+        action: Action,
+        reason: &'static str,
+    },
+    /// Copy the current key to the newly named Secret and delete the old one.
+    Move { from: String },
+    /// ShowOnce window passed unrevealed: empty the workload Secret.
+    CloseRevealWindow,
+    /// Everything matches; keep metadata, record and status in line.
+    Converged,
+}
+
+/// Decides the next step.
+pub fn decide(o: &Observed) -> Step {
+    if let Some(problem) = &o.spec_problem {
+        return Step::Invalid {
+            message: problem.clone(),
+        };
+    }
+    if let Workload::Foreign { why } = &o.workload {
+        if o.record.as_ref().is_some_and(|r| r.pending.is_some()) {
+            return Step::DiscardPending;
+        }
+        return Step::Conflict {
+            message: why.clone(),
+        };
+    }
+    let record = o.record.as_ref();
+    let has_current = record.is_some_and(|r| r.current.is_some());
+    let key = match &o.workload {
+        Workload::Ours { key, .. } => Some(*key),
+        _ => None,
+    };
+    if record.is_some_and(|r| r.pending.is_some()) {
+        return if key == Some(KeyMatch::Pending) {
+            Step::Promote
+        } else {
+            Step::DiscardPending
+        };
+    }
+    match &o.import {
+        Import::NotConfigured => {}
+        Import::SecretMissing { secret } => {
+            return Step::ImportFailed {
+                message: format!("importFrom: Secret {secret:?} not found"),
+            };
+        }
+        Import::KeyMissing { secret, key } => {
+            return Step::ImportFailed {
+                message: format!("importFrom: Secret {secret:?} has no data key {key:?}"),
+            };
+        }
+        Import::Present {
+            matches_current, ..
+        } => {
+            if !has_current {
+                return Step::Issue {
+                    source: Source::Import,
+                    action: Action::Imported,
+                    reason: "Created",
+                };
+            }
+            if !matches_current {
+                return Step::Issue {
+                    source: Source::Import,
+                    action: Action::Imported,
+                    reason: "SourceChanged",
+                };
+            }
+            return match key {
+                Some(KeyMatch::Current) => Step::Converged,
+                // The workload Secret lost or changed the imported key: deliver it again.
+                _ => Step::Issue {
+                    source: Source::Import,
+                    action: Action::Imported,
+                    reason: "Redelivered",
+                },
+            };
+        }
+    }
+    if !has_current {
+        if o.expires_at.is_some_and(|t| t <= o.now) {
+            return Step::Invalid {
+                message: "expiresAt is in the past: no key would ever verify".into(),
+            };
+        }
+        return match &o.workload {
+            Workload::Ours {
+                key: KeyMatch::Other,
+                retained: true,
+                ..
+            } => Step::Issue {
+                source: Source::Adopt,
+                action: Action::Generated,
+                reason: "Adopted",
+            },
+            _ => Step::Issue {
+                source: Source::Generate,
+                action: Action::Generated,
+                reason: "Created",
+            },
+        };
+    }
+    match &o.workload {
+        Workload::Ours {
+            key: KeyMatch::Current,
+            ..
+        } => {
+            let revealed = matches!(
+                &o.workload,
+                Workload::Ours {
+                    revealed_at: Some(_),
+                    ..
+                }
+            );
+            if o.delivery == Delivery::ShowOnce
+                && !revealed
+                && o.reveal_deadline.is_some_and(|d| d <= o.now)
+            {
+                return Step::CloseRevealWindow;
+            }
+            Step::Converged
+        }
+        Workload::Ours {
+            key: KeyMatch::Absent,
+            revealed_at: Some(_),
+            ..
+        } => Step::Converged,
+        Workload::Ours { .. } => Step::Issue {
+            source: Source::Generate,
+            action: Action::Rotated,
+            reason: "SecretTampered",
+        },
+        Workload::Missing => match &o.moving_from {
+            Some(from) => Step::Move { from: from.clone() },
+            None => Step::Issue {
+                source: Source::Generate,
+                action: Action::Rotated,
+                reason: "SecretLost",
+            },
+        },
+        Workload::Foreign { .. } => unreachable!("handled above"),
+    }
+}
+
+/// Checks a format before any key is generated in it.
+pub fn check_format(format: &KeyFormat) -> Result<(), String> {
+    crate::keys::format::check(format)
+}
+
+/// Parses an RFC 3339 instant from the spec.
+pub fn parse_instant(field: &str, value: &str) -> Result<Timestamp, String> {
+    value
+        .parse::<Timestamp>()
+        .map_err(|e| format!("{field} {value:?} is not an RFC 3339 time: {e}"))
+}
+
+/// Parses a non-negative Go duration from the spec.
+pub fn parse_duration(field: &str, value: &str) -> Result<SignedDuration, String> {
+    let d = crate::duration::parse(value).map_err(|e| format!("{field}: {e}"))?;
+    SignedDuration::try_from(d).map_err(|_| format!("{field}: {value:?} is out of range"))
+}
+
+/// The Ready (and Advisory) conditions for a step's outcome.
+pub fn conditions_for(step: &Step, o: &Observed, weak_import: bool) -> Vec<Wanted> {
+    let record = o.record.as_ref();
+    let current = record.and_then(|r| r.current.as_ref());
+    let mut wanted = match step {
+        Step::Invalid { message } => vec![Wanted::not_ready("InvalidSpec", message.clone())],
+        Step::Conflict { message } => vec![Wanted::not_ready("SecretConflict", message.clone())],
+        Step::ImportFailed { message } => vec![Wanted::not_ready("ImportFailed", message.clone())],
+        Step::Converged => {
+            let preview = current.map(|c| c.preview.clone()).unwrap_or_default();
+            if o.disabled {
+                vec![Wanted::not_ready(
+                    "Disabled",
+                    format!("key {preview} is disabled: the verifier refuses it"),
+                )]
+            } else if o.expires_at.is_some_and(|t| t <= o.now) {
+                vec![Wanted::not_ready(
+                    "Expired",
+                    format!(
+                        "key {preview} expired at {}",
+                        crate::clock::rfc3339(o.expires_at.unwrap_or(o.now))
+                    ),
+                )]
+            } else if let Workload::Ours {
+                revealed_at: Some(at),
+                ..
+            } = &o.workload
+            {
+                vec![Wanted::ready(
+                    "Revealed",
+                    format!("key {preview} was revealed at {at}; only its hash remains"),
+                )]
+            } else if o.delivery == Delivery::ShowOnce {
+                let until = o
+                    .reveal_deadline
+                    .map(crate::clock::rfc3339)
+                    .unwrap_or_default();
+                vec![Wanted::ready(
+                    "KeyIssued",
+                    format!(
+                        "key {preview} is waiting to be revealed once with `keyward reveal` (until {until})"
+                    ),
+                )]
+            } else if record.is_some_and(|r| r.rotation.count > 0) {
+                vec![Wanted::ready(
+                    "Rotated",
+                    format!(
+                        "key {preview} is current after {} rotation(s)",
+                        record.map_or(0, |r| r.rotation.count)
+                    ),
+                )]
+            } else {
+                let how = if current.is_some_and(|c| c.imported) {
+                    "imported"
+                } else {
+                    "issued"
+                };
+                vec![Wanted::ready(
+                    "KeyIssued",
+                    format!("key {preview} {how} to Secret {}", o.desired_secret),
+                )]
+            }
+        }
+        // Steps that write: not ready until they converge.
+        _ => vec![Wanted::new(
+            conditions::READY,
+            ConditionStatus::False,
+            "Progressing",
+            "delivering the key",
+        )],
+    };
+    if weak_import {
+        wanted.push(Wanted::new(
+            conditions::ADVISORY,
+            ConditionStatus::True,
+            "WeakKey",
+            "the imported key has fewer than 128 bits of estimated entropy; prefer a generated key",
+        ));
+    }
+    wanted
+}
+
+/// The status from the record and the outcome, merged onto the existing status so that
+/// unchanged conditions keep their transition times and verifier usage stays.
+pub fn status(apikey: &ApiKey, o: &Observed, wanted: &[Wanted], hash_secret: &str) -> ApiKeyStatus {
+    let existing = apikey.status.clone().unwrap_or_default();
+    let record = o.record.as_ref();
+    let current = record.and_then(|r| r.current.as_ref());
+    let parse = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|v| v.parse::<Timestamp>().ok())
+            .map(crate::clock::kube_time)
+    };
+    let serving_secret = match &o.workload {
+        Workload::Ours { .. } => Some(o.desired_secret.clone()),
+        _ => existing.secret_name.clone(),
+    };
+    ApiKeyStatus {
+        observed_generation: o.generation,
+        conditions: conditions::merge(&existing.conditions, wanted, o.generation, o.now),
+        key_id: current.map(|c| c.key_id.clone()),
+        preview: current.map(|c| c.preview.clone()),
+        fingerprint: current.map(|c| c.fingerprint.clone()),
+        secret_name: serving_secret,
+        hash_secret_name: record.map(|_| hash_secret.to_string()),
+        issued_at: current.and_then(|c| parse(&Some(c.issued_at.clone()))),
+        expires_at: o
+            .expires_at
+            .map(crate::clock::kube_time)
+            .filter(|_| current.is_some()),
+        last_rotated_at: record.and_then(|r| parse(&r.rotation.last_rotated_at)),
+        next_rotation_at: None,
+        rotation_count: record.map_or(0, |r| r.rotation.count),
+        last_rotation_request: record.and_then(|r| r.rotation.last_request.clone()),
+        last_revocation_request: record.and_then(|r| r.rotation.last_revocation.clone()),
+        revealed_at: match &o.workload {
+            Workload::Ours {
+                revealed_at: Some(at),
+                ..
+            } => at.parse::<Timestamp>().ok().map(crate::clock::kube_time),
+            _ => None,
+        },
+        usage: existing.usage,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{KeyHash, Owner};
+
+    fn now() -> Timestamp {
+        "2026-06-01T12:00:00Z".parse().expect("time")
+    }
+
+    fn key_hash(id: &str) -> KeyHash {
+        KeyHash {
+            key_id: id.into(),
+            hash: "$argon2id$...".into(),
+            fast_hash: "ff".into(),
+            pepper_id: "p".into(),
+            lookup_id: Some("abcdefgh".into()),
+            fingerprint: "0123456789abcdef".into(),
+            preview: "kw_abcdefgh…".into(),
+            issued_at: "2026-06-01T00:00:00Z".into(),
+            expires_at: None,
+            imported: false,
+        }
+    }
+
+    fn record(current: bool, pending: bool) -> HashRecord {
+        HashRecord {
+            apikey: Owner {
+                namespace: "default".into(),
+                name: "k".into(),
+                uid: "u".into(),
+            },
+            current: current.then(|| key_hash("cur")),
+            pending: pending.then(|| key_hash("pen")),
+            ..Default::default()
+        }
+    }
+
+    fn observed(workload: Workload, record: Option<HashRecord>) -> Observed {
+        Observed {
+            now: now(),
+            generation: Some(1),
+            spec_problem: None,
+            desired_secret: "k".into(),
+            workload,
+            moving_from: None,
+            record,
+            import: Import::NotConfigured,
+            delivery: Delivery::Secret,
+            reveal_deadline: None,
+            disabled: false,
+            expires_at: None,
+        }
+    }
+
+    fn ours(key: KeyMatch) -> Workload {
+        Workload::Ours {
+            key,
+            revealed_at: None,
+            retained: false,
+        }
+    }
+
+    #[test]
+    fn first_issue_then_promote_then_converge() {
+        assert_eq!(
+            decide(&observed(Workload::Missing, None)),
+            Step::Issue {
+                source: Source::Generate,
+                action: Action::Generated,
+                reason: "Created"
+            }
+        );
+        assert_eq!(
+            decide(&observed(
+                ours(KeyMatch::Pending),
+                Some(record(false, true))
+            )),
+            Step::Promote
+        );
+        assert_eq!(
+            decide(&observed(
+                ours(KeyMatch::Current),
+                Some(record(true, false))
+            )),
+            Step::Converged
+        );
+    }
+
+    #[test]
+    fn undelivered_pending_keys_are_discarded_never_promoted() {
+        assert_eq!(
+            decide(&observed(Workload::Missing, Some(record(false, true)))),
+            Step::DiscardPending
+        );
+        assert_eq!(
+            decide(&observed(ours(KeyMatch::Current), Some(record(true, true)))),
+            Step::DiscardPending
+        );
+        assert_eq!(
+            decide(&observed(
+                Workload::Foreign { why: "x".into() },
+                Some(record(false, true))
+            )),
+            Step::DiscardPending
+        );
+    }
+
+    #[test]
+    fn foreign_secrets_are_conflicts() {
+        let step = decide(&observed(
+            Workload::Foreign {
+                why: "Secret k is not managed by keyward".into(),
+            },
+            None,
+        ));
+        assert_eq!(
+            step,
+            Step::Conflict {
+                message: "Secret k is not managed by keyward".into()
+            }
+        );
+    }
+
+    #[test]
+    fn lost_and_tampered_secrets_get_new_keys() {
+        assert_eq!(
+            decide(&observed(Workload::Missing, Some(record(true, false)))),
+            Step::Issue {
+                source: Source::Generate,
+                action: Action::Rotated,
+                reason: "SecretLost"
+            }
+        );
+        assert_eq!(
+            decide(&observed(ours(KeyMatch::Other), Some(record(true, false)))),
+            Step::Issue {
+                source: Source::Generate,
+                action: Action::Rotated,
+                reason: "SecretTampered"
+            }
+        );
+        assert_eq!(
+            decide(&observed(ours(KeyMatch::Absent), Some(record(true, false)))),
+            Step::Issue {
+                source: Source::Generate,
+                action: Action::Rotated,
+                reason: "SecretTampered"
+            }
+        );
+    }
+
+    #[test]
+    fn retained_secrets_are_adopted_and_renamed_secrets_moved() {
+        let retained = Workload::Ours {
+            key: KeyMatch::Other,
+            revealed_at: None,
+            retained: true,
+        };
+        assert_eq!(
+            decide(&observed(retained, None)),
+            Step::Issue {
+                source: Source::Adopt,
+                action: Action::Generated,
+                reason: "Adopted"
+            }
+        );
+        let mut o = observed(Workload::Missing, Some(record(true, false)));
+        o.moving_from = Some("old".into());
+        assert_eq!(decide(&o), Step::Move { from: "old".into() });
+    }
+
+    #[test]
+    fn invalid_specs_and_import_failures_write_nothing() {
+        let mut o = observed(Workload::Missing, None);
+        o.spec_problem = Some("bad".into());
+        assert_eq!(
+            decide(&o),
+            Step::Invalid {
+                message: "bad".into()
+            }
+        );
+        let mut o = observed(Workload::Missing, None);
+        o.expires_at = Some(now() - SignedDuration::from_secs(1));
+        assert!(matches!(decide(&o), Step::Invalid { .. }));
+        let mut o = observed(Workload::Missing, None);
+        o.import = Import::SecretMissing {
+            secret: "src".into(),
+        };
+        assert_eq!(
+            decide(&o),
+            Step::ImportFailed {
+                message: "importFrom: Secret \"src\" not found".into()
+            }
+        );
+        o.import = Import::KeyMissing {
+            secret: "src".into(),
+            key: "k".into(),
+        };
+        assert!(matches!(decide(&o), Step::ImportFailed { .. }));
+    }
+
+    #[test]
+    fn imports_follow_their_source() {
+        let mut o = observed(Workload::Missing, None);
+        o.import = Import::Present {
+            matches_current: false,
+            weak: false,
+        };
+        assert_eq!(
+            decide(&o),
+            Step::Issue {
+                source: Source::Import,
+                action: Action::Imported,
+                reason: "Created"
+            }
+        );
+        let mut o = observed(ours(KeyMatch::Current), Some(record(true, false)));
+        o.import = Import::Present {
+            matches_current: false,
+            weak: false,
+        };
+        assert_eq!(
+            decide(&o),
+            Step::Issue {
+                source: Source::Import,
+                action: Action::Imported,
+                reason: "SourceChanged"
+            }
+        );
+        o.import = Import::Present {
+            matches_current: true,
+            weak: true,
+        };
+        assert_eq!(decide(&o), Step::Converged);
+    }
+
+    #[test]
+    fn show_once_windows_close_and_revealed_keys_stay_converged() {
+        let mut o = observed(ours(KeyMatch::Current), Some(record(true, false)));
+        o.delivery = Delivery::ShowOnce;
+        o.reveal_deadline = Some(now() + SignedDuration::from_secs(60));
+        assert_eq!(decide(&o), Step::Converged);
+        o.reveal_deadline = Some(now() - SignedDuration::from_secs(1));
+        assert_eq!(decide(&o), Step::CloseRevealWindow);
+        let o = observed(
+            Workload::Ours {
+                key: KeyMatch::Absent,
+                revealed_at: Some("2026-06-01T11:00:00Z".into()),
+                retained: false,
+            },
+            Some(record(true, false)),
+        );
+        assert_eq!(decide(&o), Step::Converged);
+    }
+
+    #[test]
+    fn ready_reasons() {
+        let o = observed(ours(KeyMatch::Current), Some(record(true, false)));
+        assert_eq!(
+            conditions_for(&Step::Converged, &o, false)[0].reason,
+            "KeyIssued"
+        );
+        let mut d = o.clone();
+        d.disabled = true;
+        let c = conditions_for(&Step::Converged, &d, false);
+        assert_eq!(
+            (c[0].status, c[0].reason.as_str()),
+            (ConditionStatus::False, "Disabled")
+        );
+        let mut e = o.clone();
+        e.expires_at = Some(now());
+        assert_eq!(
+            conditions_for(&Step::Converged, &e, false)[0].reason,
+            "Expired"
+        );
+        let weak = conditions_for(&Step::Converged, &o, true);
+        assert_eq!(
+            (weak[1].type_, weak[1].reason.as_str()),
+            ("Advisory", "WeakKey")
+        );
+        assert_eq!(
+            weak[0].status,
+            ConditionStatus::True,
+            "an advisory never makes Ready false"
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! The controllers and what they share: the client, configuration, clock, pepper, Event
+//! recorder and per-object retry backoff.
+
+pub mod apikey;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::clock::Clock;
+use crate::crd::labels;
+use crate::keys::{Argon2Params, Pepper};
+
+/// The field manager of every write keyward makes.
+pub const FIELD_MANAGER: &str = "keyward";
+/// Name of the pepper Secret in the hash namespace.
+pub const PEPPER_SECRET: &str = "keyward-pepper";
+const PEPPER_KEY: &str = "pepper";
+
+/// Operator settings (`keyward run` flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where hash records and the pepper live.
+    pub hash_namespace: String,
+    pub argon2: Argon2Params,
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// Identifies this instance in Events.
+    pub instance: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            hash_namespace: "keyward-system".into(),
+            argon2: Argon2Params::default(),
+            namespaces: Vec::new(),
+            instance: "keyward".into(),
+        }
+    }
+}
+
+/// Errors of the shared setup steps.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("hash namespace {0:?} does not exist: create it or pass --hash-namespace")]
+    NoHashNamespace(String),
+    #[error("reading the hash namespace {namespace:?}: {source}")]
+    Namespace {
+        namespace: String,
+        source: Box<kube::Error>,
+    },
+    #[error("reading or creating the pepper Secret {namespace}/{PEPPER_SECRET}: {source}")]
+    Pepper {
+        namespace: String,
+        source: Box<kube::Error>,
+    },
+    #[error(
+        "the pepper Secret {namespace}/{PEPPER_SECRET} has no {PEPPER_KEY:?} data of at least 32 bytes"
+    )]
+    BadPepper { namespace: String },
+    #[error("no randomness from the operating system: {0}")]
+    Random(String),
+    #[error("argon2 parameters: {0}")]
+    Argon2(#[from] crate::keys::hash::HashError),
+}
+
+/// Reads the pepper, creating it (create-only, never overwritten) on first start.
+pub async fn ensure_pepper(client: &Client, namespace: &str) -> Result<Pepper, SetupError> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    match namespaces.get_opt(namespace).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(SetupError::NoHashNamespace(namespace.to_string())),
+        Err(source) => {
+            return Err(SetupError::Namespace {
+                namespace: namespace.into(),
+                source: Box::new(source),
+            });
+        }
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let pepper_err = |source| SetupError::Pepper {
+        namespace: namespace.into(),
+        source: Box::new(source),
+    };
+    if let Some(existing) = secrets.get_opt(PEPPER_SECRET).await.map_err(pepper_err)? {
+        return read_pepper(&existing, namespace);
+    }
+    let fresh = Pepper::generate().map_err(|e| SetupError::Random(e.to_string()))?;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(PEPPER_SECRET.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(
+                [
+                    (
+                        labels::MANAGED_BY.to_string(),
+                        labels::MANAGED_BY_VALUE.to_string(),
+                    ),
+                    (labels::ROLE.to_string(), "pepper".to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        data: Some([(PEPPER_KEY.to_string(), ByteString(fresh.bytes().to_vec()))].into()),
+        ..Default::default()
+    };
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match secrets.create(&params, &secret).await {
+        Ok(_) => Ok(fresh),
+        // Another replica created it first: use theirs.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let existing = secrets.get(PEPPER_SECRET).await.map_err(pepper_err)?;
+            read_pepper(&existing, namespace)
+        }
+        Err(e) => Err(pepper_err(e)),
+    }
+}
+
+fn read_pepper(secret: &Secret, namespace: &str) -> Result<Pepper, SetupError> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PEPPER_KEY))
+        .filter(|b| b.0.len() >= 32)
+        .map(|b| Pepper::new(b.0.clone()))
+        .ok_or_else(|| SetupError::BadPepper {
+            namespace: namespace.into(),
+        })
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub pepper: Pepper,
+    pub recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: Config, clock: Arc<dyn Clock>, pepper: Pepper) -> Self {
+        let reporter = Reporter {
+            controller: "keyward".into(),
+            instance: Some(config.instance.clone()),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self {
+            client,
+            config,
+            clock,
+            pepper,
+            recorder,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Exponential backoff per object: 1s, 2s, 4s … capped at 5 minutes.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    /// Forgets an object's failures after a successful reconcile.
+    pub fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+/// Runs every controller until `shutdown` resolves: one per watched namespace, or one for
+/// all namespaces.
+pub async fn run_all(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stop = move || {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
+    };
+    let scopes: Vec<Option<String>> = if ctx.config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        ctx.config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut tasks = Vec::new();
+    for scope in scopes {
+        tasks.push(tokio::spawn(apikey::run(ctx.clone(), scope, stop())));
+    }
+    shutdown.await;
+    let _ = tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+}

@@ -1,0 +1,178 @@
+//! The stored, portable hash (argon2id PHC string, verifiable by any argon2 library) and
+//! the keyed fast hash (HMAC-SHA256 under the pepper) that lets verifiers skip argon2.
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::format::hex;
+use super::plain::PlainKey;
+
+/// argon2id cost parameters (DESIGN §3 defaults: m=19456 KiB, t=2, p=1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Params {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// Why hashing failed (bad parameters or no randomness; never the key).
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error(
+        "argon2 parameters m={memory_kib} t={iterations} p={parallelism} are invalid: {reason}"
+    )]
+    Params {
+        memory_kib: u32,
+        iterations: u32,
+        parallelism: u32,
+        reason: String,
+    },
+    #[error("argon2 hashing failed: {0}")]
+    Hash(String),
+}
+
+impl Argon2Params {
+    fn hasher(&self) -> Result<Argon2<'static>, HashError> {
+        let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|e| HashError::Params {
+                memory_kib: self.memory_kib,
+                iterations: self.iterations,
+                parallelism: self.parallelism,
+                reason: e.to_string(),
+            })?;
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+
+    /// Checks the parameters without hashing anything.
+    pub fn validate(&self) -> Result<(), HashError> {
+        self.hasher().map(|_| ())
+    }
+}
+
+/// The argon2id PHC string of `key`, with a random salt.
+pub fn argon2_hash(key: &PlainKey, params: &Argon2Params) -> Result<String, HashError> {
+    let hash = params
+        .hasher()?
+        .hash_password(key.expose().as_bytes())
+        .map_err(|e| HashError::Hash(e.to_string()))?;
+    Ok(hash.to_string())
+}
+
+/// Whether `key` matches a PHC string (its own parameters are used).
+pub fn argon2_verify(key: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(key.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The operator's and verifier's secret for keyed hashes.
+#[derive(Clone)]
+pub struct Pepper(Vec<u8>);
+
+impl std::fmt::Debug for Pepper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pepper(id={})", self.id())
+    }
+}
+
+impl Pepper {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// 32 fresh bytes from the OS CSPRNG.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = vec![0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A public id of the pepper (first 8 hex of its SHA-256), recorded next to each fast
+    /// hash so a verifier knows whether it can trust it.
+    pub fn id(&self) -> String {
+        hex(&Sha256::digest(&self.0)[..4])
+    }
+
+    fn mac(&self, data: &[u8]) -> Vec<u8> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .expect("HMAC takes keys of any length");
+        mac.update(data);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// HMAC-SHA256 of the key, hex: the verifier's fast check and the index of imported keys.
+    pub fn fast_hash(&self, key: &str) -> String {
+        hex(&self.mac(key.as_bytes()))
+    }
+
+    /// Constant-time comparison of a key with a recorded fast hash.
+    pub fn matches(&self, key: &str, fast_hash: &str) -> bool {
+        let computed = self.fast_hash(key);
+        computed.as_bytes().ct_eq(fast_hash.as_bytes()).into()
+    }
+
+    /// The keyed fingerprint of a weak imported key: nothing public allows guessing it.
+    pub fn keyed_fingerprint(&self, key: &PlainKey) -> String {
+        hex(&self.mac(key.expose().as_bytes())[..8])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argon2_round_trip_with_default_parameters() {
+        let key = PlainKey::new("kw_0123456789abcdefghijklmnopqrstuv");
+        let phc = argon2_hash(&key, &Argon2Params::default()).expect("hashes");
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(argon2_verify(key.expose(), &phc));
+        assert!(!argon2_verify("kw_other", &phc));
+        assert!(!argon2_verify(key.expose(), "not a phc string"));
+        let again = argon2_hash(&key, &Argon2Params::default()).expect("hashes");
+        assert_ne!(phc, again, "salted");
+    }
+
+    #[test]
+    fn bad_parameters_are_reported() {
+        let bad = Argon2Params {
+            memory_kib: 1,
+            iterations: 0,
+            parallelism: 1,
+        };
+        assert!(bad.validate().is_err());
+        assert!(Argon2Params::default().validate().is_ok());
+    }
+
+    #[test]
+    fn fast_hash_is_keyed() {
+        let a = Pepper::new(vec![1; 32]);
+        let b = Pepper::new(vec![2; 32]);
+        assert_ne!(a.fast_hash("kw_x"), b.fast_hash("kw_x"));
+        assert!(a.matches("kw_x", &a.fast_hash("kw_x")));
+        assert!(!a.matches("kw_y", &a.fast_hash("kw_x")));
+        assert_eq!(a.id().len(), 8);
+        assert!(!format!("{a:?}").contains("1, 1"));
+    }
+}

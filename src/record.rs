@@ -1,0 +1,202 @@
+//! The hash record: a Secret in the hash namespace, one per ApiKey (`apikey-<uid>`), holding
+//! everything the verifier needs and no plain key (DESIGN §3, §4). The operator writes it;
+//! the verifier only reads it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+use crate::crd::{KeyFormat, labels};
+use crate::history::Entry;
+
+/// Secret type of hash records.
+pub const SECRET_TYPE: &str = "keyward.dev/key-hash";
+/// The data key holding the whole record as JSON.
+pub const RECORD_KEY: &str = "record";
+
+/// The hash record name for an ApiKey uid.
+pub fn name_for(uid: &str) -> String {
+    format!("apikey-{uid}")
+}
+
+/// One key as the verifier knows it: hashes and public facts only.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyHash {
+    /// Stable UUID of this key.
+    pub key_id: String,
+    /// argon2id PHC string.
+    pub hash: String,
+    /// HMAC-SHA256 under the pepper, hex.
+    pub fast_hash: String,
+    /// Which pepper `fast_hash` was computed with.
+    pub pepper_id: String,
+    /// The public lookup id (generated keys); imported keys have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup_id: Option<String>,
+    pub fingerprint: String,
+    pub preview: String,
+    /// RFC 3339.
+    pub issued_at: String,
+    /// RFC 3339; the key stops verifying then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub imported: bool,
+}
+
+/// A key replaced by a rotation, valid until its own grace ends.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousKey {
+    #[serde(flatten)]
+    pub key: KeyHash,
+    /// RFC 3339.
+    pub valid_until: String,
+}
+
+/// What the verifier returns to gateways and enforces, copied from the ApiKey's spec.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Access {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+}
+
+/// Rotation bookkeeping, written in the same update as the promotion it records, so a crash
+/// never rotates twice (DESIGN §4).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationState {
+    #[serde(default)]
+    pub count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotated_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revocation: Option<String>,
+}
+
+/// Which ApiKey a record serves.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// The whole record.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HashRecord {
+    pub apikey: Owner,
+    /// How presented keys of this record look (generated keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<KeyFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<KeyHash>,
+    /// A key written here before it is delivered; the verifier already accepts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<KeyHash>,
+    /// The rotate request (annotation value) the pending key answers, recorded as consumed
+    /// when it is promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_request: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<PreviousKey>,
+    #[serde(default)]
+    pub access: Access,
+    #[serde(default)]
+    pub rotation: RotationState,
+    /// The history, mirrored from the workload Secret's annotation so it survives the loss
+    /// of that Secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Entry>,
+}
+
+/// Why a record Secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("hash record {name} has no {RECORD_KEY:?} data")]
+    Missing { name: String },
+    #[error("hash record {name} is not valid JSON: {source}")]
+    Invalid {
+        name: String,
+        source: serde_json::Error,
+    },
+}
+
+impl HashRecord {
+    /// Reads a record from its Secret.
+    pub fn from_secret(secret: &Secret) -> Result<Self, RecordError> {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(RECORD_KEY))
+            .ok_or_else(|| RecordError::Missing { name: name.clone() })?;
+        serde_json::from_slice(&bytes.0).map_err(|source| RecordError::Invalid { name, source })
+    }
+
+    /// The data of the record Secret: the JSON record plus the fields DESIGN §3 names, for
+    /// people and other tools.
+    pub fn to_data(&self) -> BTreeMap<String, ByteString> {
+        let mut data = BTreeMap::new();
+        let json = serde_json::to_vec(self).expect("a record always serialises");
+        data.insert(RECORD_KEY.to_string(), ByteString(json));
+        if let Some(current) = &self.current {
+            data.insert("hash".into(), ByteString(current.hash.clone().into_bytes()));
+            data.insert(
+                "fast-hash".into(),
+                ByteString(current.fast_hash.clone().into_bytes()),
+            );
+            data.insert(
+                "fingerprint".into(),
+                ByteString(current.fingerprint.clone().into_bytes()),
+            );
+            if let Some(lookup) = &current.lookup_id {
+                data.insert("lookup-id".into(), ByteString(lookup.clone().into_bytes()));
+            }
+        }
+        data
+    }
+
+    /// The full record Secret for the hash namespace.
+    pub fn to_secret(&self, hash_namespace: &str) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name_for(&self.apikey.uid)),
+                namespace: Some(hash_namespace.to_string()),
+                labels: Some(record_labels(&self.apikey)),
+                ..Default::default()
+            },
+            type_: Some(SECRET_TYPE.to_string()),
+            data: Some(self.to_data()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Labels of a record Secret.
+pub fn record_labels(owner: &Owner) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGED_BY_VALUE.to_string(),
+        ),
+        (labels::ROLE.to_string(), labels::ROLE_HASH.to_string()),
+        (labels::APIKEY.to_string(), owner.name.clone()),
+        (labels::NAMESPACE.to_string(), owner.namespace.clone()),
+    ])
+}
