@@ -498,9 +498,10 @@ pub fn apply(
         .filter(|e| !(e.manager == manager && e.subresource == sub && e.operation == "Apply"))
         .flat_map(|e| e.fields.iter().cloned())
         .collect();
-    // Deepest first, so removing an element does not hide its fields' paths.
+    // Shallowest first: a dropped list element goes whole, while its key fields still
+    // identify it (its own fields' paths then find nothing).
     let mut dropped: Vec<&FieldPath> = old_set.difference(&new_set).collect();
-    dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    dropped.sort_by_key(|p| p.len());
     for path in dropped {
         if !others.iter().any(|o| o.starts_with(path)) {
             remove(&mut result, path);
@@ -703,6 +704,23 @@ mod tests {
         )
         .expect("alice drops both");
         assert_eq!(obj["data"], json!({"y": "1"}), "x removed, y kept for bob");
+    }
+
+    #[test]
+    fn dropping_a_keyed_list_element_removes_it_whole() {
+        let rt = builtins()
+            .into_iter()
+            .find(|r| r.plural == "deployments")
+            .expect("deployments");
+        let two = json!({"metadata": {"name": "d"}, "status": {"conditions": [
+            {"type": "Ready", "status": "True"}, {"type": "Advisory", "status": "True", "reason": "WeakKey"}]}});
+        let obj = apply(None, &two, &rt, Part::Status, "keyward", false, NOW).expect("apply");
+        let one = json!({"metadata": {"name": "d"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        let obj = apply(Some(&obj), &one, &rt, Part::Status, "keyward", false, NOW).expect("apply");
+        assert_eq!(
+            obj["status"]["conditions"],
+            json!([{"type": "Ready", "status": "True"}])
+        );
     }
 
     #[test]

@@ -147,6 +147,12 @@ pub struct Context {
     pub pepper: Pepper,
     pub recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
+    /// Reconciles finished, successful or not (metrics, and tests that wait for a pass).
+    pub reconciles: std::sync::atomic::AtomicU64,
+    /// The last status written per object, with the resourceVersion it was based on: while
+    /// the cache still shows that version, the memo is the truth (no second write with a
+    /// fresh transition time).
+    status_memo: Mutex<HashMap<String, (String, serde_json::Value)>>,
 }
 
 impl Context {
@@ -163,6 +169,40 @@ impl Context {
             pepper,
             recorder,
             failures: Mutex::new(HashMap::new()),
+            reconciles: std::sync::atomic::AtomicU64::new(0),
+            status_memo: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The status to compare against: the memo when the cached object is the version the
+    /// memo was written over, else the cached status.
+    pub fn status_baseline<S: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        cached_rv: Option<&str>,
+        cached: Option<S>,
+    ) -> Option<S> {
+        let memo = self.status_memo.lock().unwrap_or_else(|p| p.into_inner());
+        match memo.get(key) {
+            Some((base_rv, status)) if Some(base_rv.as_str()) == cached_rv => {
+                serde_json::from_value(status.clone()).ok().or(cached)
+            }
+            _ => cached,
+        }
+    }
+
+    /// Records a status written over the object at `base_rv`.
+    pub fn remember_status<S: serde::Serialize>(
+        &self,
+        key: &str,
+        base_rv: Option<String>,
+        status: &S,
+    ) {
+        if let (Some(rv), Ok(value)) = (base_rv, serde_json::to_value(status)) {
+            self.status_memo
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.to_string(), (rv, value));
         }
     }
 
@@ -204,7 +244,17 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Sen
     }
     shutdown.await;
     let _ = tx.send(true);
-    for task in tasks {
-        let _ = task.await;
+    // In-flight reconciles get a moment to finish; every step is crash-safe, so what is
+    // still running after that is stopped as a crash would stop it.
+    for mut task in tasks {
+        if tokio::time::timeout(Duration::from_secs(2), &mut task)
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                "a controller was still busy 2s after shutdown; stopping it as a crash would"
+            );
+            task.abort();
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! pointed at it.
 #![allow(dead_code)]
 
+pub mod operator;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

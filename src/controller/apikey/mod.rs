@@ -94,7 +94,6 @@ fn relevant_change(ak: &ApiKey) -> Option<u64> {
     let mut h = DefaultHasher::new();
     ak.metadata.generation.hash(&mut h);
     ak.metadata.deletion_timestamp.is_some().hash(&mut h);
-    ak.metadata.finalizers.hash(&mut h);
     for a in [annotations::ROTATE, annotations::REVOKE_PREVIOUS] {
         ak.annotations().get(a).hash(&mut h);
     }
@@ -192,7 +191,14 @@ fn error_policy(ak: Arc<ApiKey>, error: &Error, ctx: Arc<Context>) -> Action {
 
 /// One reconcile of one ApiKey.
 pub async fn reconcile(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let io = Io::new(&ak, &ctx)?;
+    let result = reconcile_inner(ak, ctx.clone()).await;
+    ctx.reconciles
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    result
+}
+
+async fn reconcile_inner(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let mut io = Io::new(&ak, &ctx)?;
     if ak.metadata.deletion_timestamp.is_some() {
         io.cleanup().await?;
         ctx.succeeded(&object_key(&ak));
@@ -287,6 +293,9 @@ struct Io<'a> {
     secrets: Api<Secret>,
     records: Api<Secret>,
     apikeys: Api<ApiKey>,
+    /// The ApiKey's resourceVersion as this reconcile last knows it (after its own
+    /// finalizer patch): the base a status write is remembered against.
+    base_rv: Option<String>,
 }
 
 impl<'a> Io<'a> {
@@ -301,6 +310,7 @@ impl<'a> Io<'a> {
             apikeys: Api::namespaced(ctx.client.clone(), &namespace),
             namespace,
             uid,
+            base_rv: ak.metadata.resource_version.clone(),
             ak,
             ctx,
         })
@@ -361,7 +371,7 @@ impl<'a> Io<'a> {
         }
     }
 
-    async fn ensure_finalizer(&self) -> Result<(), Error> {
+    async fn ensure_finalizer(&mut self) -> Result<(), Error> {
         let finalizers = self.ak.finalizers();
         if finalizers.iter().any(|f| f == FINALIZER) {
             return Ok(());
@@ -378,7 +388,8 @@ impl<'a> Io<'a> {
             ])
         };
         let patch: json_patch::Patch = serde_json::from_value(ops).expect("static JSON patch");
-        self.apikeys
+        let patched = self
+            .apikeys
             .patch(
                 &self.name,
                 &PatchParams::default(),
@@ -386,6 +397,7 @@ impl<'a> Io<'a> {
             )
             .await
             .map_err(kube_err("adding the finalizer"))?;
+        self.base_rv = patched.metadata.resource_version;
         Ok(())
     }
 
@@ -1260,8 +1272,15 @@ impl<'a> Io<'a> {
     /// Writes the status if it changed, and records an Event when Ready changes reason.
     async fn write_status(&self, o: &Observed, step: &Step, snap: &Snapshot) -> Result<(), Error> {
         let wanted = plan::conditions_for(step, o, snap.weak_import && snap.import_key.is_some());
-        let mut status = plan::status(self.ak, o, &wanted, &self.record_name());
-        let existing = self.ak.status.clone().unwrap_or_default();
+        let existing = self
+            .ctx
+            .status_baseline(
+                &self.key,
+                self.ak.metadata.resource_version.as_deref(),
+                self.ak.status.clone(),
+            )
+            .unwrap_or_default();
+        let mut status = plan::status(&existing, o, &wanted, &self.record_name());
         let before = conditions::ready(&existing.conditions).map(|c| (c.status, c.reason.clone()));
         let after = conditions::ready(&status.conditions).map(|c| (c.status, c.reason.clone()));
         if same_status(&existing, &status) {
@@ -1279,6 +1298,8 @@ impl<'a> Io<'a> {
             )
             .await
             .map_err(kube_err("writing the status"))?;
+        self.ctx
+            .remember_status(&self.key, self.base_rv.clone(), &status);
         if before != after
             && let Some(ready) = conditions::ready(&status.conditions)
         {

@@ -5,7 +5,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::conditions::{self, Wanted};
-use crate::crd::{ApiKey, ApiKeyStatus, ConditionStatus, Delivery, KeyFormat};
+use crate::crd::{ApiKeyStatus, ConditionStatus, Delivery, KeyFormat};
 use crate::history::Action;
 use crate::record::HashRecord;
 
@@ -351,8 +351,13 @@ pub fn conditions_for(step: &Step, o: &Observed, weak_import: bool) -> Vec<Wante
 
 /// The status from the record and the outcome, merged onto the existing status so that
 /// unchanged conditions keep their transition times and verifier usage stays.
-pub fn status(apikey: &ApiKey, o: &Observed, wanted: &[Wanted], hash_secret: &str) -> ApiKeyStatus {
-    let existing = apikey.status.clone().unwrap_or_default();
+pub fn status(
+    existing: &ApiKeyStatus,
+    o: &Observed,
+    wanted: &[Wanted],
+    hash_secret: &str,
+) -> ApiKeyStatus {
+    let existing = existing.clone();
     let record = o.record.as_ref();
     let current = record.and_then(|r| r.current.as_ref());
     let parse = |s: &Option<String>| {

@@ -1,0 +1,214 @@
+//! The real controllers, in-process, against an emulator started by the test.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use keyward::clock::SystemClock;
+use keyward::controller::{self, Config, Context};
+use keyward::crd::ApiKey;
+use keyward::record::HashRecord;
+use keyward_emulator::Emulator;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const HASH_NS: &str = "keyward-system";
+
+pub struct Operator {
+    pub emulator: Emulator,
+    pub client: Client,
+    ctx: Option<Arc<Context>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Operator {
+    /// Emulator + CRDs + hash namespace + controllers.
+    pub async fn start() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("KEYWARD_TEST_LOG"))
+            .with_test_writer()
+            .try_init();
+        let emulator = Emulator::start().await.expect("emulator");
+        let client = emulator.client();
+        keyward::cli::install_crds(&client)
+            .await
+            .expect("CRDs installed");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": HASH_NS}})).expect("ns");
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("hash namespace");
+        let mut op = Self {
+            emulator,
+            client,
+            ctx: None,
+            stop: None,
+            task: None,
+        };
+        op.start_controllers().await;
+        op
+    }
+
+    async fn start_controllers(&mut self) {
+        let config = Config {
+            hash_namespace: HASH_NS.into(),
+            instance: "test".into(),
+            ..Default::default()
+        };
+        let pepper = controller::ensure_pepper(&self.client, HASH_NS)
+            .await
+            .expect("pepper");
+        let ctx = Arc::new(Context::new(
+            self.client.clone(),
+            config,
+            Arc::new(SystemClock),
+            pepper,
+        ));
+        let (tx, rx) = oneshot::channel::<()>();
+        self.task = Some(tokio::spawn(controller::run_all(ctx.clone(), async move {
+            let _ = rx.await;
+        })));
+        self.ctx = Some(ctx);
+        self.stop = Some(tx);
+    }
+
+    /// Stops the controllers (as a crash or a rollout would).
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// A fresh operator process: new caches, new watches, new context.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start_controllers().await;
+    }
+
+    pub fn reconciles(&self) -> u64 {
+        self.ctx
+            .as_ref()
+            .map_or(0, |c| c.reconciles.load(Ordering::SeqCst))
+    }
+
+    pub fn apikeys(&self) -> Api<ApiKey> {
+        Api::default_namespaced(self.client.clone())
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::default_namespaced(self.client.clone())
+    }
+
+    pub fn records(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), HASH_NS)
+    }
+
+    /// Creates (server-side applies) an ApiKey in `default`.
+    pub async fn apply(&self, name: &str, spec: Value) -> ApiKey {
+        let body = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey", "metadata": {"name": name}, "spec": spec});
+        self.apikeys()
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .expect("ApiKey applied")
+    }
+
+    /// Polls until `done` holds (30 s at most).
+    pub async fn wait_for(&self, name: &str, what: &str, done: impl Fn(&ApiKey) -> bool) -> ApiKey {
+        let mut last = None;
+        for _ in 0..1500 {
+            if let Some(ak) = self.apikeys().get_opt(name).await.expect("get ApiKey") {
+                if done(&ak) {
+                    return ak;
+                }
+                last = Some(ak);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "ApiKey {name} never reached {what}; last seen: {:#?}",
+            last.map(|a| a.status)
+        );
+    }
+
+    /// Waits until keyward acted on the current generation with Ready = `reason`.
+    pub async fn wait_reason(&self, name: &str, reason: &str) -> ApiKey {
+        self.wait_for(name, reason, |ak| {
+            let status = ak.status.clone().unwrap_or_default();
+            status.observed_generation == ak.metadata.generation
+                && keyward::conditions::ready(&status.conditions)
+                    .is_some_and(|c| c.reason == reason)
+        })
+        .await
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> ApiKey {
+        self.wait_for(name, "Ready=True", |ak| {
+            let status = ak.status.clone().unwrap_or_default();
+            status.observed_generation == ak.metadata.generation
+                && keyward::conditions::ready(&status.conditions)
+                    .is_some_and(|c| c.status == keyward::crd::ConditionStatus::True)
+        })
+        .await
+    }
+
+    /// Waits until the reconcile counter passes `after` (a pass has finished).
+    pub async fn wait_reconciles_past(&self, after: u64) {
+        for _ in 0..1500 {
+            if self.reconciles() > after {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no reconcile ran");
+    }
+
+    /// The plain key in a Secret's data key.
+    pub async fn key_in(&self, secret: &str, data_key: &str) -> Option<String> {
+        let s = self.secrets().get_opt(secret).await.expect("get Secret")?;
+        s.data.and_then(|d| {
+            d.get(data_key)
+                .map(|b| String::from_utf8(b.0.clone()).expect("utf-8 key"))
+        })
+    }
+
+    pub async fn record(&self, ak: &ApiKey) -> Option<HashRecord> {
+        let name = keyward::record::name_for(&ak.uid().expect("uid"));
+        self.records()
+            .get_opt(&name)
+            .await
+            .expect("get record")
+            .map(|s| HashRecord::from_secret(&s).expect("valid record"))
+    }
+}
+
+/// Whether `key` verifies against a record right now (current, pending, or a previous key
+/// inside its grace), by argon2 as any verifier could.
+pub fn verifies(record: Option<&HashRecord>, key: &str) -> bool {
+    let Some(r) = record else { return false };
+    let now = jiff::Timestamp::now();
+    r.current
+        .iter()
+        .chain(r.pending.iter())
+        .any(|k| keyward::keys::argon2_verify(key, &k.hash))
+        || r.previous.iter().any(|p| {
+            p.valid_until
+                .parse::<jiff::Timestamp>()
+                .is_ok_and(|t| t > now)
+                && keyward::keys::argon2_verify(key, &p.key.hash)
+        })
+}

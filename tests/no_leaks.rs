@@ -1,0 +1,178 @@
+//! No plain key anywhere (DESIGN §2): run the real `keyward run` binary at debug level,
+//! issue, import and reveal keys, then scan its logs, Events, statuses, annotations, labels
+//! and hash records for every key, raw and base64-encoded.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use common::operator::HASH_NS;
+use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
+use keyward::crd::ApiKey;
+use keyward_emulator::Emulator;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+async fn wait_ready(api: &Api<ApiKey>, name: &str) {
+    for _ in 0..1500 {
+        if let Some(ak) = api.get_opt(name).await.expect("get")
+            && ak.status.as_ref().is_some_and(|s| {
+                keyward::conditions::ready(&s.conditions)
+                    .is_some_and(|c| c.status == keyward::crd::ConditionStatus::True)
+            })
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{name} never became Ready");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_never_appear_in_logs_events_status_or_metadata() {
+    let emulator = Emulator::start().await.expect("emulator");
+    let client = emulator.client();
+    keyward::cli::install_crds(&client).await.expect("CRDs");
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": HASH_NS}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, emulator.kubeconfig_yaml("default")).expect("kubeconfig");
+    let log_path = dir.path().join("operator.log");
+    let mut operator = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["run", "--hash-namespace", HASH_NS])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("keyward run starts");
+
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    let imported = "imported-key-0123456789-abcdefghijklmnopqrstuvwxyz";
+    let source: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "source"}, "stringData": {"api-key": imported}}),
+    )
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &source)
+        .await
+        .expect("source");
+    let apikeys: Api<ApiKey> = Api::default_namespaced(client.clone());
+    for (name, spec) in [
+        ("generated", json!({"owner": "o", "scopes": ["s"]})),
+        (
+            "imported",
+            json!({"importFrom": {"secretRef": {"name": "source"}}}),
+        ),
+        ("shown", json!({"delivery": "ShowOnce"})),
+    ] {
+        let body = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey", "metadata": {"name": name}, "spec": spec});
+        apikeys
+            .patch(name, &PatchParams::apply("test"), &Patch::Apply(&body))
+            .await
+            .expect("applied");
+    }
+    for name in ["generated", "imported", "shown"] {
+        wait_ready(&apikeys, name).await;
+    }
+    let read = |name: &str| {
+        let secrets = secrets.clone();
+        let name = name.to_string();
+        async move {
+            let s = secrets.get(&name).await.expect("secret");
+            String::from_utf8(s.data.expect("data")["api-key"].0.clone()).expect("utf-8")
+        }
+    };
+    let generated = read("generated").await;
+    let shown_in_secret = read("shown").await;
+    let reveal = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["reveal", "shown"])
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("reveal runs")
+    });
+    assert!(reveal.status.success());
+    let revealed = String::from_utf8_lossy(&reveal.stdout).trim().to_string();
+    assert_eq!(revealed, shown_in_secret);
+    // Let the operator observe the reveal (and log whatever it logs about it).
+    for _ in 0..1500 {
+        let ak = apikeys.get("shown").await.expect("get");
+        if ak.status.and_then(|s| s.revealed_at).is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(operator.id().to_string())
+        .status();
+    let status = tokio::task::block_in_place(|| operator.wait()).expect("operator exits");
+    assert!(
+        status.success(),
+        "keyward run exits cleanly on SIGTERM: {status:?}"
+    );
+    let mut haystack = String::new();
+    std::fs::File::open(&log_path)
+        .expect("log")
+        .read_to_string(&mut haystack)
+        .expect("read log");
+    assert!(haystack.contains("DEBUG"), "debug logging was on");
+    assert!(
+        haystack.contains("decided"),
+        "the operator logged its reconciles"
+    );
+    haystack.push_str(&String::from_utf8_lossy(&reveal.stderr));
+    let events = Api::<Event>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    assert!(!events.items.is_empty());
+    haystack.push_str(&serde_json::to_string(&events.items).expect("json"));
+    haystack.push_str(
+        &serde_json::to_string(
+            &apikeys
+                .list(&ListParams::default())
+                .await
+                .expect("apikeys")
+                .items,
+        )
+        .expect("json"),
+    );
+    for secret in Api::<Secret>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("secrets")
+        .items
+    {
+        haystack.push_str(&serde_json::to_string(&secret.metadata).expect("json"));
+        if secret.metadata.namespace.as_deref() == Some(HASH_NS) {
+            for bytes in secret.data.unwrap_or_default().values() {
+                haystack.push_str(&String::from_utf8_lossy(&bytes.0));
+            }
+        }
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (what, key) in [
+        ("generated", &generated),
+        ("imported", &imported.to_string()),
+        ("revealed", &revealed),
+    ] {
+        assert!(key.len() >= 30);
+        assert!(!haystack.contains(key.as_str()), "the {what} key leaked");
+        assert!(
+            !haystack.contains(&b64.encode(key)),
+            "the {what} key leaked base64-encoded"
+        );
+    }
+}
