@@ -44,9 +44,10 @@ impl Clock for FakeClock {
     }
 }
 
-/// RFC 3339 with whole seconds, as `metav1.Time` serialises.
+/// RFC 3339 with millisecond precision (records, annotations and history, where rotation
+/// timing is measured; `metav1.Time` status fields round to seconds).
 pub fn rfc3339(t: Timestamp) -> String {
-    t.round(jiff::Unit::Second)
+    t.round(jiff::Unit::Millisecond)
         .map(|r| r.to_string())
         .unwrap_or_else(|_| t.to_string())
 }

@@ -11,4 +11,5 @@ pub mod duration;
 pub mod history;
 pub mod keys;
 pub mod record;
+pub mod rotation;
 pub mod telemetry;

@@ -5,10 +5,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::operator::{HASH_NS, Operator, verifies};
-use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use keyward::crd::ConditionStatus;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 fn ready(ak: &keyward::crd::ApiKey) -> (ConditionStatus, String, String) {
@@ -123,6 +123,7 @@ async fn converged_keys_make_no_writes_on_resync_or_restart() {
     op.apply("quiet", json!({"owner": "me"})).await;
     let before = op.wait_ready("quiet").await;
     let key = op.key_in("quiet", "api-key").await.expect("key");
+    op.wait_event("KeyIssued", "Normal").await;
     // A resync: watches dropped, lists and watches re-established.
     op.emulator.hooks().reset_counters();
     op.emulator.hooks().drop_watches();
@@ -144,10 +145,29 @@ async fn converged_keys_make_no_writes_on_resync_or_restart() {
         "writes after a resync: {:?}",
         op.emulator.hooks().counters()
     );
+    op.apply("nudge", json!({})).await;
+    op.wait_ready("nudge").await;
+    // Its KeyIssued Event lands just after Ready: wait for it before counting again.
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+        kube::Api::default_namespaced(op.client.clone());
+    for _ in 0..1500 {
+        let issued = events
+            .list(&Default::default())
+            .await
+            .expect("events")
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("KeyIssued"))
+            .count();
+        if issued == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     // A restart: new caches, every object reconciled again.
     op.emulator.hooks().reset_counters();
     op.restart().await;
-    op.wait_reconciles_past(0).await;
+    op.wait_reconciles_past(1).await; // both ApiKeys reconciled by the new process
     let writes = op.emulator.hooks().writes();
     assert_eq!(
         writes,
@@ -183,17 +203,7 @@ async fn a_foreign_secret_is_never_touched() {
         message.contains("\"taken\" already exists and is not managed by keyward"),
         "{message}"
     );
-    let events = kube::Api::<Event>::default_namespaced(op.client.clone())
-        .list(&ListParams::default())
-        .await
-        .expect("events");
-    assert!(
-        events
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("SecretConflict")
-                && e.type_.as_deref() == Some("Warning"))
-    );
+    op.wait_event("SecretConflict", "Warning").await;
     op.apikeys()
         .delete("grabby", &DeleteParams::default())
         .await
@@ -367,19 +377,8 @@ async fn lost_and_tampered_secrets_get_new_keys_and_moves_keep_the_key() {
     let record = op.record(&ak).await;
     assert!(!verifies(record.as_ref(), "kw_planted_weak_key"));
     assert!(verifies(record.as_ref(), &third));
-    let events = kube::Api::<Event>::default_namespaced(op.client.clone())
-        .list(&ListParams::default())
-        .await
-        .expect("events");
     for reason in ["SecretLost", "SecretTampered"] {
-        assert!(
-            events
-                .items
-                .iter()
-                .any(|e| e.reason.as_deref() == Some(reason)
-                    && e.type_.as_deref() == Some("Warning")),
-            "{reason} event"
-        );
+        op.wait_event(reason, "Warning").await;
     }
     // secretName changes move the same key.
     op.apply("fragile", json!({"secretName": "fragile-v2"}))

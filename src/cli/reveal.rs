@@ -75,24 +75,26 @@ pub async fn reveal(
         .await
         .map_err(kube_err("reading the Secret"))?
         .ok_or_else(|| RevealError::NotIssued(name.into()))?;
-    if let Some(at) = secret.annotations().get(REVEALED_AT) {
-        return Err(RevealError::AlreadyRevealed {
-            name: name.into(),
-            at: at.clone(),
-        });
-    }
     let key = secret
         .data
         .as_ref()
         .and_then(|d| d.get(&ak.spec.secret_key))
         .and_then(|b| String::from_utf8(b.0.clone()).ok())
         .filter(|k| !k.is_empty())
-        .map(PlainKey::new)
-        .ok_or_else(|| RevealError::NotIssued(name.into()))?;
+        .map(PlainKey::new);
+    let Some(key) = key else {
+        return Err(match secret.annotations().get(REVEALED_AT) {
+            Some(at) => RevealError::AlreadyRevealed {
+                name: name.into(),
+                at: at.clone(),
+            },
+            None => RevealError::NotIssued(name.into()),
+        });
+    };
     let ops = json!([
         {"op": "test", "path": "/metadata/resourceVersion", "value": secret.resource_version()},
         {"op": "remove", "path": format!("/data/{}", pointer_escape(&ak.spec.secret_key))},
-        {"op": "add", "path": format!("/metadata/annotations/{}", pointer_escape(REVEALED_AT)), "value": rfc3339(jiff::Timestamp::now())},
+                {"op": "add", "path": format!("/metadata/annotations/{}", pointer_escape(REVEALED_AT)), "value": rfc3339(jiff::Timestamp::now())},
     ]);
     let patch: json_patch::Patch = serde_json::from_value(ops).expect("static JSON patch");
     match secrets

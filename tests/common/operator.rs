@@ -212,3 +212,23 @@ pub fn verifies(record: Option<&HashRecord>, key: &str) -> bool {
                 && keyward::keys::argon2_verify(key, &p.key.hash)
         })
 }
+
+impl Operator {
+    /// Waits for an Event with this reason and type in `default` (30 s at most).
+    pub async fn wait_event(&self, reason: &str, type_: &str) -> k8s_openapi::api::core::v1::Event {
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::default_namespaced(self.client.clone());
+        for _ in 0..1500 {
+            let list = events.list(&Default::default()).await.expect("events");
+            if let Some(e) = list
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some(type_))
+            {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no {type_} Event {reason}");
+    }
+}

@@ -17,8 +17,9 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::DynamicObject;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::core::PartialObjectMeta;
+use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -26,14 +27,17 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use self::plan::{Import, KeyMatch, Observed, Source, Step, Workload};
+use self::plan::{Import, KeyMatch, Observed, RotationView, Source, Step, Workload};
 use super::{Context, FIELD_MANAGER};
 use crate::clock::rfc3339;
 use crate::conditions;
-use crate::crd::{ApiKey, ApiKeyStatus, DeletionPolicy, Delivery, KeyFormat, annotations, labels};
+use crate::crd::{
+    ApiKey, ApiKeyStatus, DeletionPolicy, Delivery, KeyFormat, RestartKind, annotations, labels,
+};
 use crate::history::{self, Action as HistoryAction, Entry};
 use crate::keys::{self, PlainKey, format};
 use crate::record::{self, Access, HashRecord, KeyHash, Owner, PreviousKey};
+use crate::rotation::Policy;
 
 /// The one finalizer: it removes the hash record, which lives in another namespace and so
 /// cannot be garbage-collected by ownerReference.
@@ -234,6 +238,8 @@ async fn reconcile_inner(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, E
             }
             Step::Move { from } => io.move_secret(&snapshot, from).await?,
             Step::CloseRevealWindow => io.close_reveal_window(&snapshot).await?,
+            Step::RestartTargets => io.restart_targets(&observed, &snapshot).await?,
+            Step::Revoke { request } => io.revoke(&snapshot, request).await?,
             Step::Converged => {
                 io.sync(&observed, &snapshot).await?;
                 let (observed, snapshot) = io.observe().await?;
@@ -250,7 +256,7 @@ async fn reconcile_inner(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, E
 
 /// Requeue at the next instant something changes by itself (expiry, reveal window); no polling.
 fn next_wakeup(o: &Observed) -> Action {
-    let instants = [o.expires_at, o.reveal_deadline]
+    let instants = [o.expires_at, o.reveal_deadline, o.rotation.next_at]
         .into_iter()
         .flatten()
         .filter(|t| *t > o.now);
@@ -267,6 +273,8 @@ fn next_wakeup(o: &Observed) -> Action {
                     + Duration::from_millis(5),
             )
         }
+        // Missing restart targets are not watched: look again now and then.
+        None if !o.rotation.missing_targets.is_empty() => Action::requeue(Duration::from_secs(60)),
         None => Action::await_change(),
     }
 }
@@ -340,13 +348,12 @@ impl<'a> Io<'a> {
             .map_or(history::DEFAULT_LIMIT, |r| r.history_limit as usize)
     }
 
+    fn policy(&self) -> Option<Policy> {
+        Policy::from_spec(self.ak.spec.rotation.as_ref()).ok()
+    }
+
     fn grace(&self) -> SignedDuration {
-        self.ak
-            .spec
-            .rotation
-            .as_ref()
-            .and_then(|r| plan::parse_duration("rotation.gracePeriod", &r.grace_period).ok())
-            .unwrap_or(DEFAULT_GRACE)
+        self.policy().map_or(DEFAULT_GRACE, |p| p.grace)
     }
 
     fn event(
@@ -491,17 +498,8 @@ impl<'a> Io<'a> {
                 problems.push(e);
             }
         }
-        if let Some(rotation) = &spec.rotation {
-            for (field, value) in [
-                ("rotation.every", rotation.every.as_ref()),
-                ("rotation.gracePeriod", Some(&rotation.grace_period)),
-            ] {
-                if let Some(v) = value
-                    && let Err(e) = plan::parse_duration(field, v)
-                {
-                    problems.push(e);
-                }
-            }
+        if let Err(e) = Policy::from_spec(spec.rotation.as_ref()) {
+            problems.push(e);
         }
         if self.ak.name_any().len() > 63 {
             problems.push(
@@ -624,8 +622,14 @@ impl<'a> Io<'a> {
                         }
                         (Some(_), _) => KeyMatch::Other,
                     };
+                    // Revealed means the key is gone; an annotation left from an earlier
+                    // key's reveal does not hide a newly delivered one.
+                    let revealed_at = if key.is_none() {
+                        secret.annotations().get(REVEALED_AT).cloned()
+                    } else {
+                        None
+                    };
                     workload_key = key;
-                    let revealed_at = secret.annotations().get(REVEALED_AT).cloned();
                     Workload::Ours {
                         key: matched,
                         revealed_at,
@@ -667,7 +671,9 @@ impl<'a> Io<'a> {
             .as_deref()
             .and_then(|w| plan::parse_duration("revealWindow", w).ok())
             .unwrap_or(DEFAULT_REVEAL_WINDOW);
+        let rotation = self.observe_rotation(record.as_ref(), now).await?;
         let observed = Observed {
+            rotation,
             now,
             generation: self.ak.metadata.generation,
             spec_problem: self.spec_problem(),
@@ -1007,6 +1013,7 @@ impl<'a> Io<'a> {
         });
         let previous = record.current.clone();
         record.pending = Some(hashed.clone());
+        record.pending_request = o.rotation.manual_request.clone();
         record.format = (!imported).then(|| snap.format.clone());
         record.access = self.access();
         self.write_record(&record, snap.record_secret.as_ref())
@@ -1238,7 +1245,10 @@ impl<'a> Io<'a> {
             );
             notes.push(("Expired", format!("key {} expired", current.preview)));
         }
-        let revealed_at = secret.annotations().get(REVEALED_AT).cloned();
+        let revealed_at = match &o.workload {
+            Workload::Ours { revealed_at, .. } => revealed_at.clone(),
+            _ => None,
+        };
         let key = if revealed_at.is_some() {
             None
         } else {
@@ -1269,9 +1279,172 @@ impl<'a> Io<'a> {
         Ok(())
     }
 
+    /// What rotation asks for now: the next scheduled instant, unconsumed requests, a
+    /// format change, and restart targets not yet rolled for the current key.
+    async fn observe_rotation(
+        &self,
+        record: Option<&HashRecord>,
+        now: Timestamp,
+    ) -> Result<RotationView, Error> {
+        let requested = self.ak.annotations().get(annotations::ROTATE).cloned();
+        let mut view = RotationView::default();
+        let Some((record, current)) = record.and_then(|r| r.current.as_ref().map(|c| (r, c)))
+        else {
+            // The first issue consumes a request committed with the ApiKey.
+            view.manual_request = requested;
+            return Ok(view);
+        };
+        view.manual_request =
+            requested.filter(|v| record.rotation.last_request.as_ref() != Some(v));
+        view.revoke_request = self
+            .ak
+            .annotations()
+            .get(annotations::REVOKE_PREVIOUS)
+            .filter(|v| record.rotation.last_revocation.as_ref() != Some(*v))
+            .cloned();
+        if !current.imported {
+            let issued = current.issued_at.parse::<Timestamp>().unwrap_or(now);
+            view.next_at = self.policy().and_then(|p| p.next_rotation(issued));
+            view.format_changed = record.format.as_ref().is_some_and(|f| *f != self.format());
+        }
+        for target in self
+            .ak
+            .spec
+            .rotation
+            .iter()
+            .flat_map(|r| r.restart_targets.iter())
+        {
+            let label = format!("{:?}/{}", target.kind, target.name);
+            match self
+                .target_api(target.kind)
+                .get_opt(&target.name)
+                .await
+                .map_err(kube_err("reading a restart target"))?
+            {
+                None => view.missing_targets.push(label),
+                Some(workload) => {
+                    let rolled_for = workload.data["spec"]["template"]["metadata"]["annotations"]
+                        [annotations::RESTARTED_AT]
+                        .as_str();
+                    if record.rotation.count > 0 && rolled_for != Some(current.fingerprint.as_str())
+                    {
+                        view.stale_targets.push(label);
+                    }
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    fn target_api(&self, kind: RestartKind) -> Api<DynamicObject> {
+        let (kind_name, plural) = match kind {
+            RestartKind::Deployment => ("Deployment", "deployments"),
+            RestartKind::StatefulSet => ("StatefulSet", "statefulsets"),
+            RestartKind::DaemonSet => ("DaemonSet", "daemonsets"),
+        };
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apps", "v1", kind_name),
+            plural,
+        );
+        Api::namespaced_with(self.ctx.client.clone(), &self.namespace, &resource)
+    }
+
+    /// Rolls each stale restart target as `kubectl rollout restart` does; the annotation
+    /// names the key it rolled for, so resyncs and restarts never roll twice.
+    async fn restart_targets(&self, o: &Observed, snap: &Snapshot) -> Result<(), Error> {
+        let Some(current) = snap.record.as_ref().and_then(|r| r.current.as_ref()) else {
+            return Ok(());
+        };
+        for target in self
+            .ak
+            .spec
+            .rotation
+            .iter()
+            .flat_map(|r| r.restart_targets.iter())
+        {
+            let label = format!("{:?}/{}", target.kind, target.name);
+            if !o.rotation.stale_targets.contains(&label) {
+                continue;
+            }
+            let patch = json!({"spec": {"template": {"metadata": {"annotations": {annotations::RESTARTED_AT: current.fingerprint}}}}});
+            match self
+                .target_api(target.kind)
+                .patch(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    self.event(
+                        EventType::Normal,
+                        "RestartedWorkload",
+                        "Restart",
+                        format!("rolled {label} for key {}", current.preview),
+                    )
+                    .await;
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(kube_err("rolling a restart target")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Emergency revocation: every previous key stops verifying now.
+    async fn revoke(&self, snap: &Snapshot, request: &str) -> Result<(), Error> {
+        let Some(mut record) = snap.record.clone() else {
+            return Ok(());
+        };
+        let revoked = std::mem::take(&mut record.previous);
+        record.rotation.last_revocation = Some(request.to_string());
+        if let Some(current) = &record.current
+            && !revoked.is_empty()
+        {
+            let entry = Entry {
+                at: rfc3339(self.ctx.clock.now()),
+                action: HistoryAction::Revoked,
+                reason: "Manual".into(),
+                fingerprint: current.fingerprint.clone(),
+                preview: current.preview.clone(),
+                previous_fingerprint: revoked.last().map(|p| p.key.fingerprint.clone()),
+            };
+            record.history = history::append(record.history, entry, self.history_limit());
+        }
+        self.write_record(&record, snap.record_secret.as_ref())
+            .await?;
+        let fingerprints: Vec<&str> = revoked.iter().map(|p| p.key.fingerprint.as_str()).collect();
+        self.event(
+            EventType::Warning,
+            "Revoked",
+            "Revoke",
+            format!(
+                "revoked {} previous key(s) at once: {}",
+                revoked.len(),
+                fingerprints.join(", ")
+            ),
+        )
+        .await;
+        Ok(())
+    }
+
     /// Writes the status if it changed, and records an Event when Ready changes reason.
     async fn write_status(&self, o: &Observed, step: &Step, snap: &Snapshot) -> Result<(), Error> {
-        let wanted = plan::conditions_for(step, o, snap.weak_import && snap.import_key.is_some());
+        let mut advisories: Vec<(&str, String)> = Vec::new();
+        if !o.rotation.missing_targets.is_empty() {
+            advisories.push((
+                "RestartTargetMissing",
+                format!(
+                    "restart targets not found: {}; rotations still happen",
+                    o.rotation.missing_targets.join(", ")
+                ),
+            ));
+        }
+        if snap.weak_import && snap.import_key.is_some() {
+            advisories.push(("WeakKey", "the imported key has fewer than 128 bits of estimated entropy; prefer a generated key".into()));
+        }
+        if let Some(message) = self.policy().and_then(|p| p.grace_advisory(o.now)) {
+            advisories.push(("GracePeriodExceedsInterval", message));
+        }
+        let advisory_before = existing_advisory(self.ak);
+        let wanted = plan::conditions_for(step, o, &advisories);
         let existing = self
             .ctx
             .status_baseline(
@@ -1313,6 +1486,27 @@ impl<'a> Io<'a> {
                     .await;
             }
         }
+        let advisory_after = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::ADVISORY)
+            .map(|c| c.reason.clone());
+        if advisory_after != advisory_before
+            && advisory_after.as_deref() == Some("RestartTargetMissing")
+        {
+            let message = advisories
+                .iter()
+                .find(|(r, _)| *r == "RestartTargetMissing")
+                .map(|(_, m)| m.clone())
+                .unwrap_or_default();
+            self.event(
+                EventType::Warning,
+                "RestartTargetMissing",
+                "Restart",
+                message,
+            )
+            .await;
+        }
         Ok(())
     }
 }
@@ -1334,6 +1528,15 @@ fn workload_differs(wanted: &Secret, live: &Secret, secret_key: &str) -> bool {
         || !contains(&wanted.metadata.annotations, live.annotations())
         || owners(wanted) != owners(live)
         || key_of(wanted) != key_of(live)
+}
+
+fn existing_advisory(ak: &ApiKey) -> Option<String> {
+    ak.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::ADVISORY)
+        .map(|c| c.reason.clone())
 }
 
 /// Status equality that ignores verifier usage (not keyward's to write).

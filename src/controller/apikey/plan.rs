@@ -56,6 +56,23 @@ pub enum Import {
     },
 }
 
+/// Rotation inputs (DESIGN §4), read by the I/O half.
+#[derive(Debug, Clone, Default)]
+pub struct RotationView {
+    /// When the current key is scheduled to rotate.
+    pub next_at: Option<Timestamp>,
+    /// A `keyward.dev/rotate` value not yet acted on.
+    pub manual_request: Option<String>,
+    /// A `keyward.dev/revoke-previous` value not yet acted on.
+    pub revoke_request: Option<String>,
+    /// The spec's format differs from the current key's.
+    pub format_changed: bool,
+    /// Restart targets not yet rolled for the current key (`Deployment/web`).
+    pub stale_targets: Vec<String>,
+    /// Restart targets that do not exist.
+    pub missing_targets: Vec<String>,
+}
+
 /// Everything the decision depends on.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -76,6 +93,7 @@ pub struct Observed {
     pub disabled: bool,
     /// The instant the current key stops verifying, if any.
     pub expires_at: Option<Timestamp>,
+    pub rotation: RotationView,
 }
 
 /// Where the key of an issuance comes from.
@@ -112,6 +130,10 @@ pub enum Step {
     Move { from: String },
     /// ShowOnce window passed unrevealed: empty the workload Secret.
     CloseRevealWindow,
+    /// Roll the restart targets so pods pick up the current key.
+    RestartTargets,
+    /// End every previous key's grace now.
+    Revoke { request: String },
     /// Everything matches; keep metadata, record and status in line.
     Converged,
 }
@@ -211,7 +233,35 @@ pub fn decide(o: &Observed) -> Step {
         Workload::Ours {
             key: KeyMatch::Current,
             ..
+        }
+        | Workload::Ours {
+            key: KeyMatch::Absent,
+            revealed_at: Some(_),
+            ..
         } => {
+            let r = &o.rotation;
+            if !r.stale_targets.is_empty() {
+                return Step::RestartTargets;
+            }
+            let rotate = |reason| Step::Issue {
+                source: Source::Generate,
+                action: Action::Rotated,
+                reason,
+            };
+            if r.manual_request.is_some() {
+                return rotate("Manual");
+            }
+            if r.format_changed {
+                return rotate("FormatChanged");
+            }
+            if r.next_at.is_some_and(|t| t <= o.now) {
+                return rotate("Schedule");
+            }
+            if let Some(request) = &r.revoke_request {
+                return Step::Revoke {
+                    request: request.clone(),
+                };
+            }
             let revealed = matches!(
                 &o.workload,
                 Workload::Ours {
@@ -227,11 +277,6 @@ pub fn decide(o: &Observed) -> Step {
             }
             Step::Converged
         }
-        Workload::Ours {
-            key: KeyMatch::Absent,
-            revealed_at: Some(_),
-            ..
-        } => Step::Converged,
         Workload::Ours { .. } => Step::Issue {
             source: Source::Generate,
             action: Action::Rotated,
@@ -267,8 +312,10 @@ pub fn parse_duration(field: &str, value: &str) -> Result<SignedDuration, String
     SignedDuration::try_from(d).map_err(|_| format!("{field}: {value:?} is out of range"))
 }
 
-/// The Ready (and Advisory) conditions for a step's outcome.
-pub fn conditions_for(step: &Step, o: &Observed, weak_import: bool) -> Vec<Wanted> {
+/// The Ready (and Advisory) conditions for a step's outcome. `advisories` are
+/// (reason, message) pairs that never make Ready false; the first reason names the
+/// condition, all messages are kept.
+pub fn conditions_for(step: &Step, o: &Observed, advisories: &[(&str, String)]) -> Vec<Wanted> {
     let record = o.record.as_ref();
     let current = record.and_then(|r| r.current.as_ref());
     let mut wanted = match step {
@@ -338,12 +385,17 @@ pub fn conditions_for(step: &Step, o: &Observed, weak_import: bool) -> Vec<Wante
             "delivering the key",
         )],
     };
-    if weak_import {
+    if let Some((reason, _)) = advisories.first() {
+        let message = advisories
+            .iter()
+            .map(|(_, m)| m.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
         wanted.push(Wanted::new(
             conditions::ADVISORY,
             ConditionStatus::True,
-            "WeakKey",
-            "the imported key has fewer than 128 bits of estimated entropy; prefer a generated key",
+            reason,
+            message,
         ));
     }
     wanted
@@ -383,7 +435,11 @@ pub fn status(
             .map(crate::clock::kube_time)
             .filter(|_| current.is_some()),
         last_rotated_at: record.and_then(|r| parse(&r.rotation.last_rotated_at)),
-        next_rotation_at: None,
+        next_rotation_at: o
+            .rotation
+            .next_at
+            .filter(|_| current.is_some())
+            .map(crate::clock::kube_time),
         rotation_count: record.map_or(0, |r| r.rotation.count),
         last_rotation_request: record.and_then(|r| r.rotation.last_request.clone()),
         last_revocation_request: record.and_then(|r| r.rotation.last_revocation.clone()),
@@ -449,6 +505,7 @@ mod tests {
             reveal_deadline: None,
             disabled: false,
             expires_at: None,
+            rotation: RotationView::default(),
         }
     }
 
@@ -654,15 +711,79 @@ mod tests {
     }
 
     #[test]
+    fn rotation_order_restart_manual_format_schedule_revoke() {
+        let base = observed(ours(KeyMatch::Current), Some(record(true, false)));
+        let with = |f: &dyn Fn(&mut RotationView)| {
+            let mut o = base.clone();
+            f(&mut o.rotation);
+            decide(&o)
+        };
+        let rotated = |reason| Step::Issue {
+            source: Source::Generate,
+            action: Action::Rotated,
+            reason,
+        };
+        assert_eq!(
+            with(&|r| r.next_at = Some(now() + SignedDuration::from_secs(1))),
+            Step::Converged,
+            "not due yet"
+        );
+        assert_eq!(
+            with(&|r| r.next_at = Some(now())),
+            rotated("Schedule"),
+            "due at the exact instant"
+        );
+        assert_eq!(
+            with(&|r| r.manual_request = Some("1".into())),
+            rotated("Manual")
+        );
+        assert_eq!(with(&|r| r.format_changed = true), rotated("FormatChanged"));
+        assert_eq!(
+            with(&|r| r.revoke_request = Some("x".into())),
+            Step::Revoke {
+                request: "x".into()
+            }
+        );
+        // A rotation's workload restarts come before anything else, so each rotation rolls
+        // them exactly once.
+        assert_eq!(
+            with(&|r| {
+                r.stale_targets = vec!["Deployment/web".into()];
+                r.manual_request = Some("2".into());
+            }),
+            Step::RestartTargets
+        );
+        // Rotation and revocation together: rotate first, revoke on the next pass.
+        assert_eq!(
+            with(&|r| {
+                r.manual_request = Some("3".into());
+                r.revoke_request = Some("3".into());
+            }),
+            rotated("Manual")
+        );
+        // A revealed ShowOnce key still rotates on schedule.
+        let mut revealed = observed(
+            Workload::Ours {
+                key: KeyMatch::Absent,
+                revealed_at: Some("2026-06-01T00:00:00Z".into()),
+                retained: false,
+            },
+            Some(record(true, false)),
+        );
+        revealed.rotation.next_at = Some(now());
+        assert_eq!(decide(&revealed), rotated("Schedule"));
+    }
+
+    #[test]
     fn ready_reasons() {
         let o = observed(ours(KeyMatch::Current), Some(record(true, false)));
         assert_eq!(
-            conditions_for(&Step::Converged, &o, false)[0].reason,
+            conditions_for(&Step::Converged, &o, &[])[0].reason,
             "KeyIssued"
         );
         let mut d = o.clone();
         d.disabled = true;
-        let c = conditions_for(&Step::Converged, &d, false);
+        let c = conditions_for(&Step::Converged, &d, &[]);
         assert_eq!(
             (c[0].status, c[0].reason.as_str()),
             (ConditionStatus::False, "Disabled")
@@ -670,10 +791,10 @@ mod tests {
         let mut e = o.clone();
         e.expires_at = Some(now());
         assert_eq!(
-            conditions_for(&Step::Converged, &e, false)[0].reason,
+            conditions_for(&Step::Converged, &e, &[])[0].reason,
             "Expired"
         );
-        let weak = conditions_for(&Step::Converged, &o, true);
+        let weak = conditions_for(&Step::Converged, &o, &[("WeakKey", "weak".into())]);
         assert_eq!(
             (weak[1].type_, weak[1].reason.as_str()),
             ("Advisory", "WeakKey")

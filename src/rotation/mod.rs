@@ -1,0 +1,4 @@
+pub mod cron;
+pub mod policy;
+
+pub use policy::{Cadence, Policy};
