@@ -376,3 +376,57 @@ fn bad_objects_are_refused_with_the_field_named() {
         "nothing was stored"
     );
 }
+
+#[test]
+fn rotation_requests_committed_to_git_rotate_once_per_value() {
+    let pg = Playground::start(None);
+    let manifest = |value: &str| {
+        format!(
+            "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata:\n  name: gitops\n  namespace: default\n  annotations:\n    keyward.dev/rotate: \"{value}\"\nspec:\n  owner: platform\n"
+        )
+    };
+    let count = || {
+        pg.ok(&[
+            "get",
+            "apikey",
+            "gitops",
+            "-o",
+            "jsonpath={.status.rotationCount}",
+        ])
+    };
+
+    let path = pg.file("gitops-1.yaml", &manifest("1"));
+    pg.ok(&["apply", "--server-side", "-f", &path]);
+    pg.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "apikey/gitops",
+        "--timeout=30s",
+    ]);
+    assert_eq!(
+        count(),
+        "0",
+        "a request committed with the ApiKey is consumed by the first issue"
+    );
+    let path = pg.file("gitops-2.yaml", &manifest("2"));
+    pg.ok(&["apply", "--server-side", "-f", &path]);
+    pg.ok(&[
+        "wait",
+        "--for=jsonpath={.status.lastRotationRequest}=2",
+        "apikey/gitops",
+        "--timeout=30s",
+    ]);
+    assert_eq!(count(), "1");
+    // GitOps re-applies the same YAML forever: no further rotation.
+    pg.ok(&["apply", "--server-side", "-f", &path]);
+    pg.ok(&["annotate", "apikey", "gitops", "unrelated=touch"]);
+    let history = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("--kubeconfig")
+        .arg(&pg.kubeconfig)
+        .args(["history", "gitops", "-o", "json"])
+        .output()
+        .expect("history runs");
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&history.stdout).expect("json");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(count(), "1");
+}

@@ -3,6 +3,7 @@
 mod connect;
 mod playground;
 mod reveal;
+mod rotate;
 mod run;
 mod signals;
 mod status;
@@ -55,6 +56,26 @@ pub enum Command {
         #[command(flatten)]
         namespace: NamespaceArg,
     },
+    /// Rotate an ApiKey now (sets the keyward.dev/rotate annotation to a new value).
+    Rotate {
+        /// The ApiKey.
+        name: String,
+        #[command(flatten)]
+        namespace: NamespaceArg,
+        /// Also end every previous key's grace at once (a leaked key).
+        #[arg(long)]
+        revoke_previous: bool,
+    },
+    /// Show an ApiKey's key history (never a key).
+    History {
+        /// The ApiKey.
+        name: String,
+        #[command(flatten)]
+        namespace: NamespaceArg,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// List the namespace's ApiKeys: owner, preview, readiness, issue time, next rotation, usage.
     Status {
         #[command(flatten)]
@@ -63,6 +84,13 @@ pub enum Command {
         #[arg(short = 'A', long)]
         all_namespaces: bool,
     },
+}
+
+/// Output formats of commands that print data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
 }
 
 /// Parses the command line, runs the command and maps failures to an exit code.
@@ -100,6 +128,56 @@ pub fn main() -> ExitCode {
                 eprintln!(
                     "keyward: this is the only time the key of {ns}/{name} is shown; only its hash remains."
                 );
+                Ok(())
+            })
+        }
+        Command::Rotate {
+            name,
+            namespace,
+            revoke_previous,
+        } => {
+            telemetry::init(cli.log_format, "warn");
+            block_on(async {
+                let (client, ns) = connect
+                    .connect(namespace.namespace.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let value = rotate::request(&client, &ns, &name, revoke_previous)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let also = if revoke_previous {
+                    " and revocation of previous keys"
+                } else {
+                    ""
+                };
+                println!(
+                    "apikey.keyward.dev/{name} rotation{also} requested ({}={value})",
+                    crd::annotations::ROTATE
+                );
+                Ok(())
+            })
+        }
+        Command::History {
+            name,
+            namespace,
+            output,
+        } => {
+            telemetry::init(cli.log_format, "warn");
+            block_on(async {
+                let (client, ns) = connect
+                    .connect(namespace.namespace.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let entries = rotate::history(&client, &ns, &name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match output {
+                    Output::Json => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?
+                    ),
+                    Output::Table => println!("{}", rotate::history_table(&entries)),
+                }
                 Ok(())
             })
         }

@@ -22,6 +22,7 @@ pub struct Operator {
     pub emulator: Emulator,
     pub client: Client,
     ctx: Option<Arc<Context>>,
+    clock: Arc<dyn keyward::clock::Clock>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -29,6 +30,11 @@ pub struct Operator {
 impl Operator {
     /// Emulator + CRDs + hash namespace + controllers.
     pub async fn start() -> Self {
+        Self::start_with_clock(Arc::new(SystemClock)).await
+    }
+
+    /// The same, with the controllers reading time from `clock`.
+    pub async fn start_with_clock(clock: Arc<dyn keyward::clock::Clock>) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("KEYWARD_TEST_LOG"))
             .with_test_writer()
@@ -49,6 +55,7 @@ impl Operator {
             emulator,
             client,
             ctx: None,
+            clock,
             stop: None,
             task: None,
         };
@@ -68,7 +75,7 @@ impl Operator {
         let ctx = Arc::new(Context::new(
             self.client.clone(),
             config,
-            Arc::new(SystemClock),
+            self.clock.clone(),
             pepper,
         ));
         let (tx, rx) = oneshot::channel::<()>();

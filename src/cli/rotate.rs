@@ -1,0 +1,143 @@
+//! `keyward rotate NAME [--revoke-previous]` and `keyward history NAME [-o json]` (seed 003's
+//! manage-key script, made declarative): rotation is requested through the ApiKey's
+//! annotations, so it works the same when the annotation is committed to git.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use crate::crd::{ApiKey, annotations};
+use crate::history::{self, Entry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error("ApiKey {namespace}/{name} not found")]
+    NotFound { namespace: String, name: String },
+    #[error("ApiKey {0} has no workload Secret yet: wait until it is Ready")]
+    NoSecret(String),
+    #[error("{step}: {source}")]
+    Kube {
+        step: &'static str,
+        source: Box<kube::Error>,
+    },
+}
+
+fn kube_err(step: &'static str) -> impl FnOnce(kube::Error) -> RotateError {
+    move |source| RotateError::Kube {
+        step,
+        source: Box::new(source),
+    }
+}
+
+/// A value no earlier request used: the time, to the nanosecond.
+fn request_value() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// Sets `keyward.dev/rotate` (and `keyward.dev/revoke-previous`) to a new value; returns it.
+pub async fn request(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    revoke_previous: bool,
+) -> Result<String, RotateError> {
+    let api: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
+    if api
+        .get_opt(name)
+        .await
+        .map_err(kube_err("reading the ApiKey"))?
+        .is_none()
+    {
+        return Err(RotateError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        });
+    }
+    let value = request_value();
+    let mut wanted = serde_json::Map::new();
+    wanted.insert(annotations::ROTATE.into(), json!(value));
+    if revoke_previous {
+        wanted.insert(annotations::REVOKE_PREVIOUS.into(), json!(value));
+    }
+    let patch = json!({"metadata": {"annotations": wanted}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube_err("requesting the rotation"))?;
+    Ok(value)
+}
+
+/// The history of an ApiKey's keys, oldest first.
+pub async fn history(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<Entry>, RotateError> {
+    let api: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
+    let ak = api
+        .get_opt(name)
+        .await
+        .map_err(kube_err("reading the ApiKey"))?
+        .ok_or_else(|| RotateError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        })?;
+    let secret_name = ak
+        .status
+        .as_ref()
+        .and_then(|s| s.secret_name.clone())
+        .ok_or_else(|| RotateError::NoSecret(name.into()))?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(kube_err("reading the workload Secret"))?
+        .ok_or_else(|| RotateError::NoSecret(name.into()))?;
+    Ok(history::parse(
+        secret
+            .annotations()
+            .get(annotations::HISTORY)
+            .map(String::as_str),
+    ))
+}
+
+/// The history as a table.
+pub fn history_table(entries: &[Entry]) -> String {
+    let mut rows: Vec<Vec<String>> = vec![
+        [
+            "AT",
+            "ACTION",
+            "REASON",
+            "FINGERPRINT",
+            "PREVIEW",
+            "PREVIOUS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for e in entries {
+        rows.push(vec![
+            e.at.clone(),
+            format!("{:?}", e.action),
+            e.reason.clone(),
+            e.fingerprint.clone(),
+            e.preview.clone(),
+            e.previous_fingerprint.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+                .collect::<Vec<_>>()
+                .join("   ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,564 @@
+//! Rotation (DESIGN §4) end to end: schedules, manual and emergency requests, restart
+//! targets, and the three invariants with the operator crashed at every write.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::operator::{Operator, verifies};
+use keyward::crd::ApiKey;
+use keyward::history::Action;
+use keyward_emulator::{Fault, FaultAction};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::json;
+
+fn deployments(op: &Operator) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apps", "v1", "Deployment"),
+        "deployments",
+    );
+    Api::default_namespaced_with(op.client.clone(), &resource)
+}
+
+async fn deployment(op: &Operator, name: &str) {
+    let body: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+            "metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}}},
+    }))
+    .expect("deployment");
+    deployments(op)
+        .create(&PostParams::default(), &body)
+        .await
+        .expect("deployment created");
+}
+
+async fn rolled_for(op: &Operator, name: &str) -> (Option<String>, i64) {
+    let d = deployments(op).get(name).await.expect("deployment");
+    let annotation =
+        d.data["spec"]["template"]["metadata"]["annotations"]["keyward.dev/restarted-at"]
+            .as_str()
+            .map(String::from);
+    (annotation, d.metadata.generation.unwrap_or_default())
+}
+
+async fn request_rotation(op: &Operator, name: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {"keyward.dev/rotate": value}}});
+    op.apikeys()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotated");
+}
+
+fn status_of(ak: &ApiKey) -> keyward::crd::ApiKeyStatus {
+    ak.status.clone().unwrap_or_default()
+}
+
+async fn history(op: &Operator, secret: &str) -> Vec<keyward::history::Entry> {
+    let s = op.secrets().get(secret).await.expect("secret");
+    keyward::history::parse(
+        s.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("keyward.dev/history")
+            .map(String::as_str),
+    )
+}
+
+/// Watches invariant 1 continuously: the key in the workload Secret verifies against the
+/// hash record at every instant (read the Secret first, then the record).
+fn monitor(
+    op: &Operator,
+    ak: &ApiKey,
+    secret: &str,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<Vec<String>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let secrets = op.secrets();
+    let records = op.records();
+    let record_name = keyward::record::name_for(&ak.metadata.uid.clone().expect("uid"));
+    let secret = secret.to_string();
+    let task = tokio::spawn(async move {
+        let mut violations = Vec::new();
+        while !flag.load(Ordering::SeqCst) {
+            let key = secrets
+                .get_opt(&secret)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|s| s.data)
+                .and_then(|d| {
+                    d.get("api-key")
+                        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                });
+            let record = records
+                .get_opt(&record_name)
+                .await
+                .ok()
+                .flatten()
+                .map(|s| keyward::record::HashRecord::from_secret(&s).expect("record"));
+            if let Some(key) = key
+                && !verifies(record.as_ref(), &key)
+            {
+                violations.push(format!("workload key {}… did not verify", &key[..11]));
+            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        violations
+    });
+    (stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_at_every_write_of_a_rotation_keeps_the_invariants() {
+    // (verb, resource, nth matching request after the trigger, action)
+    let cases: Vec<(&str, &str, u64, FaultAction)> = vec![
+        ("patch", "secrets", 1, FaultAction::Fail(500)), // pending hash not written
+        ("patch", "secrets", 1, FaultAction::FailAfter(500)), // pending written, reply lost
+        ("patch", "secrets", 2, FaultAction::Fail(500)), // key not delivered
+        ("patch", "secrets", 2, FaultAction::FailAfter(500)), // key delivered, reply lost
+        ("patch", "secrets", 2, FaultAction::Hang),      // killed mid-delivery
+        ("patch", "secrets", 3, FaultAction::Fail(500)), // promotion not written
+        ("patch", "secrets", 3, FaultAction::FailAfter(500)), // promoted, reply lost
+        ("patch", "deployments", 1, FaultAction::FailAfter(500)), // rolled, reply lost
+        ("patch", "apikeys/status", 1, FaultAction::Fail(500)), // status not written
+    ];
+    for (verb, resource, nth, action) in cases {
+        let what = format!("{action:?} at {verb} {resource} #{nth}");
+        let mut op = Operator::start().await;
+        deployment(&op, "web").await;
+        op.apply("rot", json!({"rotation": {"gracePeriod": "1h", "restartTargets": [{"kind": "Deployment", "name": "web"}]}})).await;
+        let ak = op.wait_ready("rot").await;
+        let first = op.key_in("rot", "api-key").await.expect("key");
+        let (watch_stop, watcher) = monitor(&op, &ak, "rot");
+        op.emulator.hooks().reset_counters();
+        op.emulator
+            .hooks()
+            .add_fault(Fault::new(verb, resource, nth, action.clone()));
+        request_rotation(&op, "rot", "r1").await;
+        // The operator reaches the faulty write, then "crashes" and comes back.
+        for _ in 0..1500 {
+            if op.emulator.hooks().count(verb, resource) >= nth {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            op.emulator.hooks().count(verb, resource) >= nth,
+            "{what}: the write was reached"
+        );
+        op.stop().await;
+        op.emulator.hooks().clear_faults();
+        op.restart().await;
+        let ak = op
+            .wait_for("rot", "the rotation converged", |a| {
+                let s = status_of(a);
+                s.last_rotation_request.as_deref() == Some("r1")
+                    && keyward::conditions::ready(&s.conditions)
+                        .is_some_and(|c| c.reason == "Rotated")
+            })
+            .await;
+        // Let the restart targets settle (they come first after any promotion).
+        for _ in 0..500 {
+            if rolled_for(&op, "web").await.0 == status_of(&ak).fingerprint {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        watch_stop.store(true, Ordering::SeqCst);
+        let violations = watcher.await.expect("monitor");
+        assert!(
+            violations.is_empty(),
+            "{what}: invariant 1 broken: {violations:?}"
+        );
+        let record = op.record(&ak).await.expect("record");
+        let current = op.key_in("rot", "api-key").await.expect("key");
+        assert_ne!(current, first, "{what}: rotated");
+        assert!(record.pending.is_none(), "{what}: nothing left pending");
+        assert_eq!(record.rotation.count, 1, "{what}: rotated exactly once");
+        assert_eq!(status_of(&ak).rotation_count, 1);
+        assert_eq!(
+            record.previous.len(),
+            1,
+            "{what}: the old key is the one previous key"
+        );
+        assert!(
+            verifies(Some(&record), &first),
+            "{what}: the previous key verifies inside its grace"
+        );
+        assert!(verifies(Some(&record), &current), "{what}: no key lost");
+        let entries = history(&op, "rot").await;
+        let actions: Vec<Action> = entries.iter().map(|e| e.action).collect();
+        assert_eq!(
+            actions,
+            [Action::Generated, Action::Rotated],
+            "{what}: one history entry per rotation"
+        );
+        let (annotation, generation) = rolled_for(&op, "web").await;
+        assert_eq!(
+            annotation,
+            status_of(&ak).fingerprint,
+            "{what}: rolled for the new key"
+        );
+        assert_eq!(generation, 2, "{what}: rolled exactly once");
+        op.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_requests_rotate_once_per_value_and_previous_keys_keep_their_grace() {
+    let op = Operator::start().await;
+    deployment(&op, "web").await;
+    op.apply("man", json!({"rotation": {"gracePeriod": "1h", "restartTargets": [{"kind": "Deployment", "name": "web"}]}})).await;
+    let ak = op.wait_ready("man").await;
+    let mut keys = vec![op.key_in("man", "api-key").await.expect("key")];
+    for (value, count) in [("a", 1), ("a", 1), ("b", 2), ("c", 3)] {
+        request_rotation(&op, "man", value).await;
+        let done = op
+            .wait_for("man", "the request consumed", |a| {
+                status_of(a).last_rotation_request.as_deref() == Some(value)
+                    && status_of(a).rotation_count == count
+            })
+            .await;
+        let (annotation, _) = rolled_for(&op, "web").await;
+        if annotation != status_of(&done).fingerprint {
+            op.wait_for("man", "the workload rolled", |_| true).await;
+        }
+        let key = op.key_in("man", "api-key").await.expect("key");
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    assert_eq!(keys.len(), 4, "a repeated value does not rotate again");
+    let record = op.record(&ak).await.expect("record");
+    for key in &keys {
+        assert!(
+            verifies(Some(&record), key),
+            "every key verifies: grace 1h outlives the rotations"
+        );
+    }
+    let entries = history(&op, "man").await;
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.action == Action::Rotated)
+            .count(),
+        3
+    );
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e.action == Action::Rotated)
+            .all(|e| e.reason == "Manual" && e.previous_fingerprint.is_some())
+    );
+    for _ in 0..500 {
+        if rolled_for(&op, "web").await.1 == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        rolled_for(&op, "web").await.1,
+        4,
+        "one roll per rotation (generation 1 + 3)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn previous_keys_stop_at_their_own_valid_until() {
+    let op = Operator::start().await;
+    op.apply("short", json!({"rotation": {"gracePeriod": "1s"}}))
+        .await;
+    let ak = op.wait_ready("short").await;
+    let first = op.key_in("short", "api-key").await.expect("key");
+    request_rotation(&op, "short", "1").await;
+    op.wait_for("short", "rotated", |a| status_of(a).rotation_count == 1)
+        .await;
+    let record = op.record(&ak).await.expect("record");
+    let until: jiff::Timestamp = record.previous[0].valid_until.parse().expect("valid-until");
+    assert!(
+        verifies(Some(&record), &first),
+        "valid before its valid-until"
+    );
+    // The operator requeues at the exact instant and prunes it.
+    for _ in 0..1000 {
+        if op.record(&ak).await.expect("record").previous.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(jiff::Timestamp::now() >= until);
+    let record = op.record(&ak).await.expect("record");
+    assert!(record.previous.is_empty(), "pruned after valid-until");
+    assert!(!verifies(Some(&record), &first), "never after");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emergency_revocation_within_a_second_through_the_cli() {
+    let op = Operator::start().await;
+    op.apply("leaky", json!({"rotation": {"gracePeriod": "24h"}}))
+        .await;
+    let ak = op.wait_ready("leaky").await;
+    let leaked = op.key_in("leaky", "api-key").await.expect("key");
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = dir.path().join("kc");
+    std::fs::write(&kubeconfig, op.emulator.kubeconfig_yaml("default")).expect("kubeconfig");
+    let keyward = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let started = std::time::Instant::now();
+    let said = tokio::task::block_in_place(|| keyward(&["rotate", "leaky", "--revoke-previous"]));
+    assert!(
+        said.contains("rotation and revocation of previous keys requested"),
+        "{said}"
+    );
+    loop {
+        let record = op.record(&ak).await.expect("record");
+        if record.rotation.count == 1
+            && record.previous.is_empty()
+            && record.rotation.last_revocation.is_some()
+        {
+            assert!(
+                !verifies(Some(&record), &leaked),
+                "the leaked key no longer verifies"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "revocation took longer than 1s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let new = op.key_in("leaky", "api-key").await.expect("key");
+    assert!(verifies(op.record(&ak).await.as_ref(), &new));
+    let table = tokio::task::block_in_place(|| keyward(&["history", "leaky"]));
+    assert!(
+        table.starts_with("AT")
+            && table.contains("Revoked")
+            && table.contains("Rotated")
+            && table.contains("Generated"),
+        "{table}"
+    );
+    assert!(!table.contains(&leaked) && !table.contains(&new));
+    let json = tokio::task::block_in_place(|| keyward(&["history", "leaky", "-o", "json"]));
+    let entries: Vec<keyward::history::Entry> = serde_json::from_str(&json).expect("json history");
+    assert_eq!(
+        entries.iter().map(|e| e.action).collect::<Vec<_>>(),
+        [Action::Generated, Action::Rotated, Action::Revoked]
+    );
+    op.wait_event("Revoked", "Warning").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn intervals_and_format_changes_rotate_and_report_the_next_rotation() {
+    let op = Operator::start().await;
+    op.apply(
+        "tick",
+        json!({"rotation": {"every": "1s", "gracePeriod": "1h"}}),
+    )
+    .await;
+    let ak = op.wait_ready("tick").await;
+    let next = status_of(&ak).next_rotation_at.expect("nextRotationAt");
+    let issued = status_of(&ak).issued_at.expect("issuedAt");
+    assert!(next.0 > issued.0);
+    let rotated = op
+        .wait_for("tick", "two scheduled rotations", |a| {
+            status_of(a).rotation_count >= 2
+        })
+        .await;
+    let entries = history(&op, "tick").await;
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e.action == Action::Rotated)
+            .all(|e| e.reason == "Schedule")
+    );
+    // gracePeriod longer than the interval: allowed, with an advisory; Ready stays True.
+    let advisory = status_of(&rotated)
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Advisory")
+        .expect("advisory");
+    assert_eq!(advisory.reason, "GracePeriodExceedsInterval");
+    op.apply("fmt", json!({})).await;
+    op.wait_ready("fmt").await;
+    op.apply("fmt", json!({"format": {"prefix": "sk_new_"}}))
+        .await;
+    op.wait_for("fmt", "the new format", |a| {
+        status_of(a)
+            .preview
+            .as_deref()
+            .is_some_and(|p| p.starts_with("sk_new_"))
+    })
+    .await;
+    assert!(
+        op.key_in("fmt", "api-key")
+            .await
+            .expect("key")
+            .starts_with("sk_new_")
+    );
+    assert_eq!(
+        history(&op, "fmt")
+            .await
+            .last()
+            .map(|e| e.reason.clone())
+            .as_deref(),
+        Some("FormatChanged")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_missed_while_down_rotates_once_at_start() {
+    let clock = keyward::clock::FakeClock::new("2026-03-27T12:00:00Z".parse().expect("ts"));
+    let mut op = Operator::start_with_clock(Arc::new(clock.clone())).await;
+    op.apply(
+        "nightly",
+        json!({"rotation": {"schedule": "0 3 * * *", "timeZone": "Europe/Berlin"}}),
+    )
+    .await;
+    let ak = op.wait_ready("nightly").await;
+    assert_eq!(
+        status_of(&ak)
+            .next_rotation_at
+            .map(|t| t.0.to_string())
+            .as_deref(),
+        Some("2026-03-28T02:00:00Z")
+    );
+    op.stop().await;
+    // Down across three nightly slots, one of them on the DST switch.
+    clock.set("2026-03-30T12:00:00Z".parse().expect("ts"));
+    op.restart().await;
+    let after = op
+        .wait_for("nightly", "the missed rotation", |a| {
+            status_of(a).rotation_count >= 1
+                && status_of(a)
+                    .next_rotation_at
+                    .map(|t| t.0.to_string())
+                    .as_deref()
+                    == Some("2026-03-31T01:00:00Z")
+        })
+        .await;
+    // Anything the rotation's own writes trigger has run by the time the record settles.
+    let settled = op.reconciles();
+    op.apply("nightly", json!({"rotation": {"schedule": "0 3 * * *", "timeZone": "Europe/Berlin"}, "owner": "poke"})).await;
+    op.wait_reconciles_past(settled).await;
+    let after = op.apikeys().get("nightly").await.unwrap_or(after);
+    assert_eq!(
+        status_of(&after).rotation_count,
+        1,
+        "one rotation, not one per missed slot"
+    );
+    assert_eq!(
+        status_of(&after)
+            .next_rotation_at
+            .map(|t| t.0.to_string())
+            .as_deref(),
+        Some("2026-03-31T01:00:00Z"),
+        "03:00 Berlin summer time"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_restart_targets_warn_but_rotations_happen() {
+    let op = Operator::start().await;
+    op.apply(
+        "lonely",
+        json!({"rotation": {"restartTargets": [{"kind": "Deployment", "name": "ghost"}]}}),
+    )
+    .await;
+    op.wait_ready("lonely").await;
+    request_rotation(&op, "lonely", "x").await;
+    op.wait_for("lonely", "rotated", |a| status_of(a).rotation_count == 1)
+        .await;
+    let ak = op
+        .wait_for("lonely", "the advisory", |a| {
+            status_of(a)
+                .conditions
+                .iter()
+                .any(|c| c.reason == "RestartTargetMissing")
+        })
+        .await;
+    let ready = keyward::conditions::ready(&status_of(&ak).conditions)
+        .cloned()
+        .expect("ready");
+    assert_eq!(
+        ready.status,
+        keyward::crd::ConditionStatus::True,
+        "not a failed rotation"
+    );
+    op.wait_event("RestartTargetMissing", "Warning").await;
+    let _ = ak;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_rotation_specs() {
+    let op = Operator::start().await;
+    op.apply("badcron", json!({"rotation": {"schedule": "0 25 * * *"}}))
+        .await;
+    let ak = op.wait_reason("badcron", "InvalidSpec").await;
+    let message = keyward::conditions::ready(&status_of(&ak).conditions)
+        .expect("ready")
+        .message
+        .clone();
+    assert!(message.contains("schedule field hour"), "{message}");
+    op.apply(
+        "badtz",
+        json!({"rotation": {"schedule": "0 3 * * *", "timeZone": "Europe/Atlantis"}}),
+    )
+    .await;
+    let ak = op.wait_reason("badtz", "InvalidSpec").await;
+    let message = keyward::conditions::ready(&status_of(&ak).conditions)
+        .expect("ready")
+        .message
+        .clone();
+    assert!(
+        message.contains("unknown time zone \"Europe/Atlantis\""),
+        "{message}"
+    );
+    for name in ["badcron", "badtz"] {
+        assert!(
+            op.secrets().get_opt(name).await.expect("get").is_none(),
+            "nothing issued for {name}"
+        );
+    }
+    let refused = |spec: serde_json::Value| {
+        let api = op.apikeys();
+        async move {
+            let body: ApiKey = serde_json::from_value(json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey", "metadata": {"name": "refused"}, "spec": spec})).expect("typed");
+            match api.create(&PostParams::default(), &body).await {
+                Err(kube::Error::Api(s)) => s.message,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+    };
+    assert!(
+        refused(json!({"rotation": {"schedule": "0 3 * * *", "every": "1h"}}))
+            .await
+            .contains("not both")
+    );
+    assert!(
+        refused(json!({"rotation": {"historyLimit": 101}}))
+            .await
+            .contains("less than or equal to 100")
+    );
+    assert!(
+        refused(json!({"rotation": {"schedule": "every day"}}))
+            .await
+            .contains("5-field cron")
+    );
+}
