@@ -1,12 +1,14 @@
 //! The `keyward` command line (DESIGN §8).
 
 mod connect;
+mod lookup;
 mod playground;
 mod reveal;
 mod rotate;
 mod run;
 mod signals;
 mod status;
+mod table;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -6,16 +6,17 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+use super::lookup::{self, LookupError};
 use crate::clock::rfc3339;
 use crate::controller::apikey::REVEALED_AT;
-use crate::crd::{ApiKey, Delivery};
+use crate::crd::Delivery;
 use crate::keys::PlainKey;
 
 /// Why a key could not be revealed.
 #[derive(Debug, thiserror::Error)]
 pub enum RevealError {
-    #[error("ApiKey {namespace}/{name} not found")]
-    NotFound { namespace: String, name: String },
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
     #[error("ApiKey {0} uses delivery: Secret; its key stays in Secret {1} (read it there)")]
     NotShowOnce(String, String),
     #[error("ApiKey {0} has no key yet: wait until it is Ready")]
@@ -52,29 +53,12 @@ pub async fn reveal(
             source: Box::new(source),
         }
     };
-    let apikeys: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
-    let ak = apikeys
-        .get_opt(name)
-        .await
-        .map_err(kube_err("reading the ApiKey"))?
-        .ok_or_else(|| RevealError::NotFound {
-            namespace: namespace.into(),
-            name: name.into(),
-        })?;
-    let secret_name = ak
-        .status
-        .as_ref()
-        .and_then(|s| s.secret_name.clone())
-        .ok_or_else(|| RevealError::NotIssued(name.into()))?;
+    let (ak, secret) = lookup::with_secret(client, namespace, name).await?;
+    let secret_name = secret.name_any();
     if ak.spec.delivery != Delivery::ShowOnce {
         return Err(RevealError::NotShowOnce(name.into(), secret_name));
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(kube_err("reading the Secret"))?
-        .ok_or_else(|| RevealError::NotIssued(name.into()))?;
     let key = secret
         .data
         .as_ref()

@@ -2,20 +2,18 @@
 //! manage-key script, made declarative): rotation is requested through the ApiKey's
 //! annotations, so it works the same when the annotation is committed to git.
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+use super::lookup::{self, LookupError};
 use crate::crd::{ApiKey, annotations};
 use crate::history::{self, Entry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {
-    #[error("ApiKey {namespace}/{name} not found")]
-    NotFound { namespace: String, name: String },
-    #[error("ApiKey {0} has no workload Secret yet: wait until it is Ready")]
-    NoSecret(String),
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
     #[error("{step}: {source}")]
     Kube {
         step: &'static str,
@@ -42,18 +40,8 @@ pub async fn request(
     name: &str,
     revoke_previous: bool,
 ) -> Result<String, RotateError> {
+    lookup::apikey(client, namespace, name).await?;
     let api: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
-    if api
-        .get_opt(name)
-        .await
-        .map_err(kube_err("reading the ApiKey"))?
-        .is_none()
-    {
-        return Err(RotateError::NotFound {
-            namespace: namespace.into(),
-            name: name.into(),
-        });
-    }
     let value = request_value();
     let mut wanted = serde_json::Map::new();
     wanted.insert(annotations::ROTATE.into(), json!(value));
@@ -72,27 +60,8 @@ pub async fn history(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-) -> Result<Vec<Entry>, RotateError> {
-    let api: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
-    let ak = api
-        .get_opt(name)
-        .await
-        .map_err(kube_err("reading the ApiKey"))?
-        .ok_or_else(|| RotateError::NotFound {
-            namespace: namespace.into(),
-            name: name.into(),
-        })?;
-    let secret_name = ak
-        .status
-        .as_ref()
-        .and_then(|s| s.secret_name.clone())
-        .ok_or_else(|| RotateError::NoSecret(name.into()))?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(kube_err("reading the workload Secret"))?
-        .ok_or_else(|| RotateError::NoSecret(name.into()))?;
+) -> Result<Vec<Entry>, LookupError> {
+    let (_, secret) = lookup::with_secret(client, namespace, name).await?;
     Ok(history::parse(
         secret
             .annotations()
@@ -125,19 +94,5 @@ pub fn history_table(entries: &[Entry]) -> String {
             e.previous_fingerprint.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    rows.iter()
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-                .collect::<Vec<_>>()
-                .join("   ")
-                .trim_end()
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    super::table::render(&rows)
 }

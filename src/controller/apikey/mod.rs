@@ -819,31 +819,9 @@ impl<'a> Io<'a> {
         existing: Option<&Secret>,
     ) -> Result<(), Error> {
         let mut secret = record.to_secret(&self.ctx.config.hash_namespace);
-        match existing {
-            None => {
-                let params = PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                };
-                self.records
-                    .create(&params, &secret)
-                    .await
-                    .map_err(kube_err("creating the hash record"))?;
-            }
-            Some(current) => {
-                secret.metadata.resource_version = current.resource_version();
-                secret.metadata.labels = Some(record::record_labels(&record.apikey));
-                self.records
-                    .patch(
-                        &self.record_name(),
-                        &PatchParams::apply(FIELD_MANAGER).force(),
-                        &Patch::Apply(&secret),
-                    )
-                    .await
-                    .map_err(kube_err("updating the hash record"))?;
-            }
-        }
-        Ok(())
+        secret.metadata.labels = Some(record::record_labels(&record.apikey));
+        let steps = ("creating the hash record", "updating the hash record");
+        create_or_apply(&self.records, secret, existing, steps).await
     }
 
     /// The workload Secret as keyward wants it: key (unless revealed), labels, annotations,
@@ -900,34 +878,14 @@ impl<'a> Io<'a> {
     /// someone else's Secret appeared), otherwise an apply guarded by its resourceVersion.
     async fn write_workload(
         &self,
-        mut desired: Secret,
+        desired: Secret,
         existing: Option<&Secret>,
     ) -> Result<(), Error> {
-        match existing {
-            None => {
-                let params = PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                };
-                self.secrets
-                    .create(&params, &desired)
-                    .await
-                    .map_err(kube_err("creating the workload Secret"))?;
-            }
-            Some(current) => {
-                desired.metadata.resource_version = current.resource_version();
-                let name = desired.metadata.name.clone().unwrap_or_default();
-                self.secrets
-                    .patch(
-                        &name,
-                        &PatchParams::apply(FIELD_MANAGER).force(),
-                        &Patch::Apply(&desired),
-                    )
-                    .await
-                    .map_err(kube_err("updating the workload Secret"))?;
-            }
-        }
-        Ok(())
+        let steps = (
+            "creating the workload Secret",
+            "updating the workload Secret",
+        );
+        create_or_apply(&self.secrets, desired, existing, steps).await
     }
 
     async fn discard_pending(&self, snap: &Snapshot) -> Result<(), Error> {
@@ -1528,6 +1486,39 @@ fn workload_differs(wanted: &Secret, live: &Secret, secret_key: &str) -> bool {
         || !contains(&wanted.metadata.annotations, live.annotations())
         || owners(wanted) != owners(live)
         || key_of(wanted) != key_of(live)
+}
+
+/// A plain create when `existing` is `None` (so a Secret that appeared meanwhile is a 409,
+/// never merged into), else a server-side apply guarded by `existing`'s resourceVersion.
+async fn create_or_apply(
+    api: &Api<Secret>,
+    mut desired: Secret,
+    existing: Option<&Secret>,
+    (create_step, update_step): (&'static str, &'static str),
+) -> Result<(), Error> {
+    match existing {
+        None => {
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            api.create(&params, &desired)
+                .await
+                .map_err(kube_err(create_step))?;
+        }
+        Some(current) => {
+            desired.metadata.resource_version = current.resource_version();
+            let name = desired.metadata.name.clone().unwrap_or_default();
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await
+            .map_err(kube_err(update_step))?;
+        }
+    }
+    Ok(())
 }
 
 fn existing_advisory(ak: &ApiKey) -> Option<String> {
