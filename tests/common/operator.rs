@@ -1,4 +1,7 @@
-//! The real controllers, in-process, against an emulator started by the test.
+//! The real controllers, in-process, against an emulator started by the test, or against
+//! the cluster of `KEYWARD_TEST_KUBECONFIG` (kind, k3d, any cluster): then each test works
+//! in its own namespace (labelled `keyward.dev/test=true`) with controllers scoped to it,
+//! and tests that need the emulator's fault hooks or counters say so and skip.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,7 +13,7 @@ use keyward::controller::{self, Config, Context};
 use keyward::crd::ApiKey;
 use keyward::record::HashRecord;
 use keyward_emulator::Emulator;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -19,8 +22,11 @@ use tokio::task::JoinHandle;
 pub const HASH_NS: &str = "keyward-system";
 
 pub struct Operator {
-    pub emulator: Emulator,
+    emulator: Option<Emulator>,
     pub client: Client,
+    /// Where this test's objects live.
+    pub namespace: String,
+    kubeconfig: String,
     ctx: Option<Arc<Context>>,
     clock: Arc<dyn keyward::clock::Clock>,
     stop: Option<oneshot::Sender<()>>,
@@ -39,20 +45,40 @@ impl Operator {
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("KEYWARD_TEST_LOG"))
             .with_test_writer()
             .try_init();
-        let emulator = Emulator::start().await.expect("emulator");
-        let client = emulator.client();
+        let (emulator, client, namespace, kubeconfig) =
+            match std::env::var("KEYWARD_TEST_KUBECONFIG") {
+                Ok(path) => external(&path).await,
+                Err(_) => {
+                    let emulator = Emulator::start().await.expect("emulator");
+                    let client = emulator.client();
+                    let kubeconfig = emulator.kubeconfig_yaml("default");
+                    (Some(emulator), client, "default".to_string(), kubeconfig)
+                }
+            };
         keyward::cli::install_crds(&client)
             .await
             .expect("CRDs installed");
         let namespaces: Api<Namespace> = Api::all(client.clone());
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": HASH_NS}})).expect("ns");
-        namespaces
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("hash namespace");
+        for (name, labels) in [
+            (HASH_NS, json!({})),
+            (namespace.as_str(), json!({"keyward.dev/test": "true"})),
+        ] {
+            let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}});
+            if name != "default" {
+                namespaces
+                    .patch(
+                        name,
+                        &PatchParams::apply("keyward-tests"),
+                        &Patch::Apply(&ns),
+                    )
+                    .await
+                    .expect("namespace");
+            }
+        }
         let mut op = Self {
             emulator,
+            namespace,
+            kubeconfig,
             client,
             ctx: None,
             clock,
@@ -67,6 +93,11 @@ impl Operator {
         let config = Config {
             hash_namespace: HASH_NS.into(),
             instance: "test".into(),
+            namespaces: if self.emulator.is_some() {
+                Vec::new()
+            } else {
+                vec![self.namespace.clone()]
+            },
             ..Default::default()
         };
         let pepper = controller::ensure_pepper(&self.client, HASH_NS)
@@ -101,6 +132,29 @@ impl Operator {
     pub async fn restart(&mut self) {
         self.stop().await;
         self.start_controllers().await;
+    }
+
+    /// The emulator's hooks, or `None` (with a note) on a real cluster, which has none.
+    pub fn hooks(&self, test: &str) -> Option<&keyward_emulator::Hooks> {
+        if self.emulator.is_none() {
+            eprintln!(
+                "{test}: skipped on a real cluster: needs the emulator's request counters and fault hooks"
+            );
+        }
+        self.emulator.as_ref().map(|e| e.hooks())
+    }
+
+    /// The emulator's hooks; only after [`Operator::hooks`] said they exist.
+    pub fn h(&self) -> &keyward_emulator::Hooks {
+        self.emulator
+            .as_ref()
+            .expect("emulator mode (checked with hooks())")
+            .hooks()
+    }
+
+    /// A kubeconfig (YAML) for running the `keyward` binary against this test's namespace.
+    pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig.clone()
     }
 
     pub fn reconciles(&self) -> u64 {
@@ -238,4 +292,29 @@ impl Operator {
         }
         panic!("no {type_} Event {reason}");
     }
+}
+
+/// A client for the cluster of `path`, with a fresh namespace for this test as its default.
+async fn external(path: &str) -> (Option<Emulator>, Client, String, String) {
+    let mut kubeconfig =
+        kube::config::Kubeconfig::read_from(path).expect("KEYWARD_TEST_KUBECONFIG is readable");
+    let namespace = format!(
+        "kw-test-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let current = kubeconfig
+        .current_context
+        .clone()
+        .expect("the kubeconfig names a current context");
+    for named in kubeconfig.contexts.iter_mut().filter(|c| c.name == current) {
+        if let Some(context) = named.context.as_mut() {
+            context.namespace = Some(namespace.clone());
+        }
+    }
+    let yaml = serde_norway::to_string(&kubeconfig).expect("kubeconfig serialises");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("kubeconfig is usable");
+    let client = Client::try_from(config).expect("client");
+    (None, client, namespace, yaml)
 }
