@@ -473,6 +473,38 @@ async fn show_once_keys_are_revealed_once() {
     );
     let (ok, _, stderr) = tokio::task::block_in_place(|| run(&["reveal", "nobody"]));
     assert!(!ok && stderr.contains("not found"), "{stderr}");
+    let (ok, table, stderr) = tokio::task::block_in_place(|| run(&["status"]));
+    assert!(ok, "{stderr}");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "OWNER",
+            "PREVIEW",
+            "READY",
+            "ISSUED",
+            "NEXT ROTATION",
+            "USAGE"
+        ],
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("customer"))
+        .expect("a row for the ApiKey");
+    assert!(
+        row.contains("True (Revealed)") && row.contains(&key[..11]) && !row.contains(&key),
+        "{row}"
+    );
+    op.wait_event("Revealed", "Normal").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -503,6 +535,7 @@ async fn imported_keys_weak_or_not() {
     );
     let record = op.record(&ak).await.expect("record");
     assert!(verifies(Some(&record), "hunter2"));
+    op.wait_event("KeyImported", "Normal").await;
     let fp = status.fingerprint.expect("fingerprint");
     assert_ne!(
         fp,
@@ -547,8 +580,10 @@ async fn disabled_and_expired_keys() {
         op.key_in("toggle", "api-key").await.is_some(),
         "the Secret stays"
     );
+    op.wait_event("Disabled", "Normal").await;
     op.apply("toggle", json!({"disabled": false})).await;
     op.wait_reason("toggle", "KeyIssued").await;
+    op.wait_event("Enabled", "Normal").await;
     assert!(!op.record(&ak).await.expect("record").access.disabled);
     let history = keyward::history::parse(
         op.secrets()
@@ -575,6 +610,7 @@ async fn disabled_and_expired_keys() {
             .map(String::as_str),
     );
     assert_eq!(history.last().map(|e| e.action), Some(Expired));
+    op.wait_event("Expired", "Warning").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -430,3 +430,25 @@ fn rotation_requests_committed_to_git_rotate_once_per_value() {
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert_eq!(count(), "1");
 }
+
+#[test]
+fn field_validation_warn_prunes_unknown_fields_with_a_warning() {
+    let pg = Playground::start(None);
+    let path = pg.file(
+        "extra.yaml",
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata:\n  name: extra\n  namespace: default\nspec:\n  owner: x\n  colour: blue\n",
+    );
+    let out = pg.kubectl(&["apply", "--validate=warn", "-f", &path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field \"spec.colour\""), "{stderr}");
+    let spec = pg.ok(&["get", "apikey", "extra", "-o", "jsonpath={.spec}"]);
+    assert!(
+        !spec.contains("colour") && spec.contains("\"owner\":\"x\""),
+        "{spec}"
+    );
+}

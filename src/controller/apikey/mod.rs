@@ -1158,22 +1158,13 @@ impl<'a> Io<'a> {
             previous_fingerprint: None,
         };
         let limit = self.history_limit();
-        let mut notes = Vec::new();
         if record.access.disabled != self.ak.spec.disabled {
-            let (action, what) = if self.ak.spec.disabled {
-                (HistoryAction::Disabled, "disabled")
+            let action = if self.ak.spec.disabled {
+                HistoryAction::Disabled
             } else {
-                (HistoryAction::Enabled, "enabled")
+                HistoryAction::Enabled
             };
             desired.history = history::append(desired.history, entry(action, "Manual"), limit);
-            notes.push((
-                if self.ak.spec.disabled {
-                    "Disabled"
-                } else {
-                    "Enabled"
-                },
-                format!("key {} {what}", current.preview),
-            ));
         }
         let expired = current_desired
             .expires_at
@@ -1201,7 +1192,6 @@ impl<'a> Io<'a> {
                 entry(HistoryAction::Expired, "Expired"),
                 limit,
             );
-            notes.push(("Expired", format!("key {} expired", current.preview)));
         }
         let revealed_at = match &o.workload {
             Workload::Ours { revealed_at, .. } => revealed_at.clone(),
@@ -1225,14 +1215,6 @@ impl<'a> Io<'a> {
         if desired != *record {
             self.write_record(&desired, snap.record_secret.as_ref())
                 .await?;
-        }
-        for (reason, note) in notes {
-            let type_ = if reason == "Expired" {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            };
-            self.event(type_, reason, reason, note).await;
         }
         Ok(())
     }
@@ -1434,13 +1416,21 @@ impl<'a> Io<'a> {
         if before != after
             && let Some(ready) = conditions::ready(&status.conditions)
         {
-            let type_ = match ready.reason.as_str() {
-                "InvalidSpec" | "SecretConflict" | "ImportFailed" => Some(EventType::Warning),
-                "Revealed" => Some(EventType::Normal),
+            let was_disabled = before
+                .as_ref()
+                .is_some_and(|(_, reason)| reason == "Disabled");
+            let event = match ready.reason.as_str() {
+                "InvalidSpec" | "SecretConflict" | "ImportFailed" | "Expired" => {
+                    Some((EventType::Warning, ready.reason.as_str()))
+                }
+                "Revealed" | "Disabled" => Some((EventType::Normal, ready.reason.as_str())),
+                _ if was_disabled && ready.status == crate::crd::ConditionStatus::True => {
+                    Some((EventType::Normal, "Enabled"))
+                }
                 _ => None,
             };
-            if let Some(type_) = type_ {
-                self.event(type_, &ready.reason, "Reconcile", ready.message.clone())
+            if let Some((type_, reason)) = event {
+                self.event(type_, reason, "Reconcile", ready.message.clone())
                     .await;
             }
         }
