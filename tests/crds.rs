@@ -189,6 +189,15 @@ fn names_kinds_and_columns_follow_the_design() {
             .map(|c| c.name.as_str())
             .collect();
         assert_eq!(names, columns, "{kind} printer columns");
+        for column in version.additional_printer_columns.iter().flatten() {
+            // Apiservers print `date` columns as ages, and future instants as `<invalid>`.
+            let want = match column.name.as_str() {
+                "Age" | "Last Validated" => "date",
+                "Available" | "Size" => "integer",
+                _ => "string",
+            };
+            assert_eq!(column.type_, want, "{kind} column {}", column.name);
+        }
     }
 }
 

@@ -31,11 +31,9 @@ use super::rules;
     ),
     printcolumn(name = "Owner", type_ = "string", json_path = ".spec.owner"),
     printcolumn(name = "Preview", type_ = "string", json_path = ".status.preview"),
-    printcolumn(
-        name = "Next Rotation",
-        type_ = "date",
-        json_path = ".status.nextRotationAt"
-    ),
+        // A `string`, not a `date`: apiservers print date columns as ages, and a future
+    // instant as `<invalid>`.
+    printcolumn(name = "Next Rotation", type_ = "string", json_path = ".status.nextRotationAt"),
     printcolumn(
         name = "Age",
         type_ = "date",
