@@ -204,8 +204,8 @@ pub async fn reconcile(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Err
 async fn reconcile_inner(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     let mut io = Io::new(&ak, &ctx)?;
     if ak.metadata.deletion_timestamp.is_some() {
-        io.cleanup().await?;
-        ctx.succeeded(&object_key(&ak));
+                io.cleanup().await?;
+        ctx.forget(&object_key(&ak));
         return Ok(Action::await_change());
     }
     io.ensure_finalizer().await?;
