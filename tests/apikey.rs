@@ -765,3 +765,54 @@ async fn hashes_verify_with_an_independent_argon2_implementation() {
     assert!(!check("kw_not_the_key"), "and rejects another key");
     let _ = HASH_NS;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_pepper_is_rekeyed_from_the_workload_secret() {
+    let mut op = Operator::start().await;
+    op.apply("peppered", json!({})).await;
+    let ak = op.wait_ready("peppered").await;
+    let key = op.key_in("peppered", "api-key").await.expect("key");
+    let before = op
+        .record(&ak)
+        .await
+        .expect("record")
+        .current
+        .expect("current");
+    op.stop().await;
+    op.records()
+        .delete(keyward::controller::PEPPER_SECRET, &DeleteParams::default())
+        .await
+        .expect("pepper lost");
+    op.restart().await; // creates a new pepper
+    let mut rekeyed = None;
+    for _ in 0..500 {
+        let current = op
+            .record(&ak)
+            .await
+            .expect("record")
+            .current
+            .expect("current");
+        if current.pepper_id != before.pepper_id {
+            rekeyed = Some(current);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let after = rekeyed.expect("the record was re-keyed under the new pepper after the restart");
+    let pepper_secret = op
+        .records()
+        .get(keyward::controller::PEPPER_SECRET)
+        .await
+        .expect("new pepper");
+    let pepper = keyward::keys::Pepper::new(pepper_secret.data.expect("data")["pepper"].0.clone());
+    assert_eq!(after.pepper_id, pepper.id());
+    assert!(
+        pepper.matches(&key, &after.fast_hash),
+        "fast hash re-keyed under the new pepper"
+    );
+    assert_eq!(
+        after.hash, before.hash,
+        "the portable argon2 hash is unchanged"
+    );
+    assert_eq!(after.key_id, before.key_id, "same key, no rotation");
+}

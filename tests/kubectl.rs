@@ -36,11 +36,25 @@ fn server_side_apply_of_crds_and_examples_and_printer_columns() {
         table.contains("billing-api") && table.contains("team-billing"),
         "{table}"
     );
-        pg.ok(&["wait", "--for=condition=Ready", "apikey/billing-api", "--timeout=30s"]);
+    pg.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "apikey/billing-api",
+        "--timeout=30s",
+    ]);
     let table = pg.ok(&["get", "apikeys"]);
-    let billing = table.lines().find(|l| l.starts_with("billing-api")).unwrap_or_default();
-    assert!(!table.contains("<invalid>"), "future instants are not dates: {table}");
-    assert!(billing.contains("True") && billing.contains("sk_live_") && billing.contains('T'), "Ready, preview, next rotation: {billing}");
+    let billing = table
+        .lines()
+        .find(|l| l.starts_with("billing-api"))
+        .unwrap_or_default();
+    assert!(
+        !table.contains("<invalid>"),
+        "future instants are not dates: {table}"
+    );
+    assert!(
+        billing.contains("True") && billing.contains("sk_live_") && billing.contains('T'),
+        "Ready, preview, next rotation: {billing}"
+    );
     let pools = pg.ok(&["get", "akp"]);
     assert!(
         pools

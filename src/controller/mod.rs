@@ -214,10 +214,13 @@ impl Context {
         Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
     }
 
-        /// Forgets everything kept about a deleted object.
+    /// Forgets everything kept about a deleted object.
     pub fn forget(&self, key: &str) {
         self.succeeded(key);
-        self.status_memo.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.status_memo
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     /// Forgets an object's failures after a successful reconcile.

@@ -204,7 +204,7 @@ pub async fn reconcile(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Err
 async fn reconcile_inner(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     let mut io = Io::new(&ak, &ctx)?;
     if ak.metadata.deletion_timestamp.is_some() {
-                io.cleanup().await?;
+        io.cleanup().await?;
         ctx.forget(&object_key(&ak));
         return Ok(Action::await_change());
     }
@@ -1145,6 +1145,14 @@ impl<'a> Io<'a> {
         let issued = current.issued_at.parse::<Timestamp>().unwrap_or(now);
         let mut current_desired = current.clone();
         current_desired.expires_at = self.expiry(issued).map(rfc3339);
+        // The pepper was replaced: re-key the fast hash from the delivered key (the key
+        // verified against argon2 in observe, or it would not be Current here).
+        if current.pepper_id != self.ctx.pepper.id()
+            && let Some(key) = &snap.workload_key
+        {
+            current_desired.fast_hash = self.ctx.pepper.fast_hash(key.expose());
+            current_desired.pepper_id = self.ctx.pepper.id();
+        }
         desired.current = Some(current_desired.clone());
         desired
             .previous
