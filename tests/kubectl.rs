@@ -471,3 +471,48 @@ fn field_validation_warn_prunes_unknown_fields_with_a_warning() {
         "{spec}"
     );
 }
+
+#[test]
+fn get_watch_streams_rows_with_printer_columns() {
+    use std::io::{BufRead, BufReader};
+    let pg = Playground::start(None);
+    let mut watch = std::process::Command::new(common::kubectl_path())
+        .arg("--kubeconfig")
+        .arg(&pg.kubeconfig)
+        .args(["get", "apikeys", "-w"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl get -w starts");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let manifest = "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata:\n  name: watched\n  namespace: default\nspec:\n  owner: me\n";
+    let out = pg.kubectl_stdin(&["apply", "-f", "-"], Some(manifest));
+    assert!(out.status.success());
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        let ready = line.starts_with("watched") && line.contains("True") && line.contains("kw_");
+        lines.push(line);
+        if ready {
+            break;
+        }
+    }
+    let _ = watch.kill();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|h| h.contains("READY") && h.contains("PREVIEW")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.last().is_some_and(|l| l.contains("True")),
+        "the Ready transition streams in: {lines:#?}"
+    );
+}

@@ -456,14 +456,7 @@ async fn dispatch(
             };
             let ns_filter = target.namespace.as_deref();
             if verb == "watch" {
-                return watch(
-                    shared,
-                    target,
-                    query,
-                    Box::new(filter),
-                    wants_metadata(headers),
-                )
-                .await;
+                return watch(shared, target, query, Box::new(filter), render_for(headers)).await;
             }
             if verb == "deletecollection" {
                 let page = store.list(rt, ns_filter, &filter, None, None)?;
@@ -655,19 +648,46 @@ fn list_body(
 
 type Filter = Box<dyn Fn(&Value) -> bool + Send + Sync>;
 
+/// A BOOKMARK or ERROR event: its object is sent as it is.
 fn event_line(kind: &str, object: &Value) -> Bytes {
-    event_line_as(kind, object, false)
-}
-
-fn event_line_as(kind: &str, object: &Value, metadata_only: bool) -> Bytes {
-    let object = if metadata_only && kind != "ERROR" && kind != "BOOKMARK" {
-        partial(object)
-    } else {
-        object.clone()
-    };
     let mut line = json!({"type": kind, "object": object}).to_string();
     line.push('\n');
     Bytes::from(line)
+}
+
+/// How watch event objects are rendered, by the request's Accept header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Render {
+    Full,
+    /// `as=PartialObjectMetadata`: metadata only.
+    Metadata,
+    /// `as=Table`: one row per event, as `kubectl get -w` asks.
+    Table,
+}
+
+fn render_for(headers: &HeaderMap) -> Render {
+    if wants_table(headers) {
+        Render::Table
+    } else if wants_metadata(headers) {
+        Render::Metadata
+    } else {
+        Render::Full
+    }
+}
+
+fn event_line_as(kind: &str, object: &Value, render: Render, rt: &ResourceType) -> Bytes {
+    let object = match render {
+        Render::Full => object.clone(),
+        Render::Metadata => partial(object),
+        Render::Table => {
+            let rv = object["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            table::table(rt, std::slice::from_ref(object), rv, None)
+        }
+    };
+    event_line(kind, &object)
 }
 
 /// Streams watch events as newline-delimited JSON, as the apiserver does.
@@ -676,7 +696,7 @@ async fn watch(
     target: &Target,
     query: &HashMap<String, String>,
     filter: Filter,
-    metadata_only: bool,
+    render: Render,
 ) -> Result<Response, ApiError> {
     let rt = target.rt.clone();
     let ns = target.namespace.clone();
@@ -706,7 +726,7 @@ async fn watch(
                     items
                         .iter()
                         .filter(|o| filter(o))
-                        .map(|o| event_line_as("ADDED", o, metadata_only))
+                        .map(|o| event_line_as("ADDED", o, render, &rt))
                         .collect()
                 };
             (initial, rv, receiver, initial_events == Some(true))
@@ -719,7 +739,7 @@ async fn watch(
                     let mut lines = Vec::new();
                     let mut last = from;
                     for change in missed.iter().filter(|c| matches_ns(c)) {
-                        if let Some(line) = change_line(&rt, change, &filter, metadata_only) {
+                        if let Some(line) = change_line(&rt, change, &filter, render) {
                             lines.push(line);
                         }
                         last = change.rv;
@@ -785,7 +805,7 @@ async fn watch(
                         continue;
                     }
                     last_rv = change.rv;
-                    if let Some(line) = change_line(&rt_task, &change, &filter, metadata_only)
+                    if let Some(line) = change_line(&rt_task, &change, &filter, render)
                         && tx.send(Ok(line)).await.is_err()
                     {
                         return;
@@ -803,7 +823,7 @@ fn change_line(
     rt: &ResourceType,
     change: &Change,
     filter: &Filter,
-    metadata_only: bool,
+    render: Render,
 ) -> Option<Bytes> {
     let object = Store::present(rt, &change.object);
     let now = filter(&object);
@@ -815,13 +835,13 @@ fn change_line(
                 .map(|p| filter(&Store::present(rt, p)))
                 .unwrap_or(now);
             match (before, now) {
-                (true, true) => Some(event_line_as("MODIFIED", &object, metadata_only)),
-                (false, true) => Some(event_line_as("ADDED", &object, metadata_only)),
-                (true, false) => Some(event_line_as("DELETED", &object, metadata_only)),
+                (true, true) => Some(event_line_as("MODIFIED", &object, render, rt)),
+                (false, true) => Some(event_line_as("ADDED", &object, render, rt)),
+                (true, false) => Some(event_line_as("DELETED", &object, render, rt)),
                 (false, false) => None,
             }
         }
-        kind => now.then(|| event_line_as(kind.as_str(), &object, metadata_only)),
+        kind => now.then(|| event_line_as(kind.as_str(), &object, render, rt)),
     }
 }
 

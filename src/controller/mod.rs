@@ -253,7 +253,7 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Sen
     }
     shutdown.await;
     let _ = tx.send(true);
-        // In-flight reconciles get a moment to finish; every step is crash-safe, so what is
+    // In-flight reconciles get a moment to finish; every step is crash-safe, so what is
     // still running after that is stopped as a crash would stop it. (kube-runtime 5's
     // applier never finishes a graceful shutdown that arrives before its store's first list
     // completed: it waits for a "store ready" that its cut-off input can no longer bring.)
