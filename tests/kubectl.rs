@@ -504,9 +504,11 @@ fn get_watch_streams_rows_with_printer_columns() {
             break;
         }
     }
-        let _ = watch.kill();
+    let _ = watch.kill();
     let _ = watch.wait();
-    assert!(lines.first()
+    assert!(
+        lines
+            .first()
             .is_some_and(|h| h.contains("READY") && h.contains("PREVIEW")),
         "{lines:#?}"
     );
