@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::clock::SystemClock;
+use crate::controller::leader::{Elector, LeaseConfig};
 use crate::controller::{self, Config, Context};
 use crate::keys::Argon2Params;
 
@@ -26,7 +27,15 @@ pub struct RunArgs {
     /// argon2id parallelism.
     #[arg(long, default_value_t = 1)]
     pub argon2_parallelism: u32,
-    /// This instance's name in Events (default: $HOSTNAME).
+    /// Run the controllers only while holding the Lease `keyward-controller`, so several
+    /// replicas can run with one active.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease (default: the hash namespace).
+    #[arg(long)]
+    pub leader_election_namespace: Option<String>,
+    /// This instance's name in Events and its leader-election identity; must differ
+    /// between replicas (default: $HOSTNAME, the pod name).
     #[arg(long, env = "HOSTNAME", default_value = "keyward")]
     pub instance: String,
 }
@@ -58,12 +67,64 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
         instance: args.instance,
     };
     let pepper = controller::ensure_pepper(&client, &config.hash_namespace).await?;
-    tracing::info!(hash_namespace = %config.hash_namespace, pepper = %pepper.id(), "keyward controllers starting");
-    let ctx = Arc::new(Context::new(client, config, Arc::new(SystemClock), pepper));
-    controller::run_all(ctx, async move {
+    // One signal ends everything: the election, the current term, the process.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         let _ = signals.recv().await;
-    })
-    .await;
-    tracing::info!("stopped");
-    Ok(())
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    if !args.leader_elect {
+        tracing::info!(hash_namespace = %config.hash_namespace, pepper = %pepper.id(), "keyward controllers starting");
+        let ctx = Arc::new(Context::new(client, config, Arc::new(SystemClock), pepper));
+        controller::run_all(ctx, stopped()).await;
+        tracing::info!("stopped");
+        return Ok(());
+    }
+    let lease_ns = args
+        .leader_election_namespace
+        .unwrap_or_else(|| config.hash_namespace.clone());
+    let elector = Arc::new(Elector::new(
+        client.clone(),
+        LeaseConfig::new(&lease_ns, &config.instance),
+    ));
+    loop {
+        tracing::info!(identity = %config.instance, lease = %format!("{lease_ns}/keyward-controller"), "waiting to become the leader");
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = stopped() => {
+                tracing::info!("stopped");
+                return Ok(());
+            }
+        }
+        tracing::info!(identity = %config.instance, "became the leader; controllers starting");
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            config.clone(),
+            Arc::new(SystemClock),
+            pepper.clone(),
+        ));
+        let term = elector.clone();
+        let stop = stopped();
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<bool>();
+        controller::run_all(ctx, async move {
+            let signalled = tokio::select! {
+                _ = stop => true,
+                _ = term.keep() => false,
+            };
+            let _ = lost_tx.send(signalled);
+        })
+        .await;
+        if lost_rx.await.unwrap_or(true) {
+            elector.release().await;
+            tracing::info!("released the leader Lease; stopped");
+            return Ok(());
+        }
+        tracing::warn!("lost the leader Lease; controllers stopped, campaigning again");
+    }
 }

@@ -2,6 +2,7 @@
 //! recorder and per-object retry backoff.
 
 pub mod apikey;
+pub mod leader;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,149 @@
+//! `keyward run --leader-elect`: two replicas, one active; the successor takes over when the
+//! leader stops, and only the leader's controllers act.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::operator::HASH_NS;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Namespace};
+use keyward::crd::ApiKey;
+use keyward_emulator::Emulator;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+fn replica(kubeconfig: &std::path::Path, instance: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args([
+            "run",
+            "--hash-namespace",
+            HASH_NS,
+            "--leader-elect",
+            "--instance",
+            instance,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keyward run starts")
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    let lease = leases.get_opt("keyward-controller").await.ok().flatten()?;
+    keyward::controller::leader::live_holder(&lease, jiff::Timestamp::now())
+}
+
+async fn issued_by(client: &kube::Client, apikeys: &Api<ApiKey>, name: &str) -> String {
+    let body = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey", "metadata": {"name": name}, "spec": {}});
+    apikeys
+        .patch(name, &PatchParams::apply("test"), &Patch::Apply(&body))
+        .await
+        .expect("applied");
+    let events: Api<Event> = Api::default_namespaced(client.clone());
+    for _ in 0..1500 {
+        let list = events
+            .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+            .await
+            .expect("events");
+        if let Some(e) = list
+            .items
+            .iter()
+            .find(|e| e.reason.as_deref() == Some("KeyIssued"))
+        {
+            let instances: std::collections::BTreeSet<_> = list
+                .items
+                .iter()
+                .filter_map(|e| e.reporting_instance.clone())
+                .collect();
+            assert_eq!(
+                instances.len(),
+                1,
+                "only one replica acted on {name}: {instances:?}"
+            );
+            return e.reporting_instance.clone().expect("reporting instance");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name} was never issued");
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    panic!("replica did not stop within 5s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_replica_leads_and_a_successor_takes_over() {
+    let emulator = Emulator::start().await.expect("emulator");
+    let client = emulator.client();
+    keyward::cli::install_crds(&client).await.expect("CRDs");
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": HASH_NS}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = dir.path().join("kc");
+    std::fs::write(&kubeconfig, emulator.kubeconfig_yaml("default")).expect("kubeconfig");
+    let mut a = replica(&kubeconfig, "replica-a");
+    let mut b = replica(&kubeconfig, "replica-b");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), HASH_NS);
+    let mut leader = None;
+    for _ in 0..500 {
+        leader = holder(&leases).await;
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leader = leader.expect("a leader was elected");
+    let apikeys: Api<ApiKey> = Api::default_namespaced(client.clone());
+    assert_eq!(
+        issued_by(&client, &apikeys, "first").await,
+        leader,
+        "the leader issues"
+    );
+    let (stopping, successor) = if leader == "replica-a" {
+        (&mut a, "replica-b")
+    } else {
+        (&mut b, "replica-a")
+    };
+    let status = tokio::task::block_in_place(|| terminate(stopping));
+    assert!(status.success(), "the leader stops cleanly: {status:?}");
+    let mut took_over = false;
+    for _ in 0..600 {
+        if holder(&leases).await.as_deref() == Some(successor) {
+            took_over = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(took_over, "{successor} took the released Lease");
+    assert_eq!(
+        issued_by(&client, &apikeys, "second").await,
+        successor,
+        "the successor issues"
+    );
+    let lease = leases.get("keyward-controller").await.expect("lease");
+    assert_eq!(lease.spec.and_then(|s| s.lease_transitions), Some(1));
+    for child in [&mut a, &mut b] {
+        if child.try_wait().expect("wait").is_none() {
+            let status = tokio::task::block_in_place(|| terminate(child));
+            assert!(status.success());
+        }
+    }
+}
