@@ -10,6 +10,7 @@ pub mod crd;
 pub mod duration;
 pub mod history;
 pub mod keys;
+pub mod metrics;
 pub mod record;
 pub mod rotation;
 pub mod telemetry;

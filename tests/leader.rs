@@ -25,6 +25,8 @@ fn replica(kubeconfig: &std::path::Path, instance: &str) -> Child {
             "--leader-elect",
             "--instance",
             instance,
+            "--metrics-addr",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -146,4 +148,112 @@ async fn one_replica_leads_and_a_successor_takes_over() {
             assert!(status.success());
         }
     }
+}
+
+/// One HTTP/1.0 GET; returns (status line, body).
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connects");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_and_health_endpoints() {
+    use std::io::{BufRead, BufReader};
+    let emulator = Emulator::start().await.expect("emulator");
+    let client = emulator.client();
+    keyward::cli::install_crds(&client).await.expect("CRDs");
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": HASH_NS}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = dir.path().join("kc");
+    std::fs::write(&kubeconfig, emulator.kubeconfig_yaml("default")).expect("kubeconfig");
+    let mut operator = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--hash-namespace",
+            HASH_NS,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keyward run starts");
+    let stderr = operator.stderr.take().expect("stderr");
+    // Keep reading stderr for the process's whole life; hand over the bound address.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = v["fields"]["addr"].as_str()
+            {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = tokio::task::block_in_place(|| rx.recv_timeout(Duration::from_secs(30)))
+        .expect("the bound metrics address is logged");
+    let apikeys: Api<ApiKey> = Api::default_namespaced(client.clone());
+    let body = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey", "metadata": {"name": "watched"},
+        "spec": {"expiresAfter": "720h", "rotation": {"every": "24h"}}});
+    apikeys
+        .patch("watched", &PatchParams::apply("test"), &Patch::Apply(&body))
+        .await
+        .expect("applied");
+    let mut text = String::new();
+    for _ in 0..500 {
+        text = tokio::task::block_in_place(|| http_get(&addr, "/metrics")).1;
+        if text.contains("keyward_apikey_next_rotation_timestamp_seconds{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ak = apikeys.get("watched").await.expect("get");
+    let status = ak.status.expect("status");
+    let expiry = status.expires_at.expect("expiresAt").0.as_second();
+    let next = status
+        .next_rotation_at
+        .expect("nextRotationAt")
+        .0
+        .as_second();
+    let value = |metric: &str| -> i64 {
+        text.lines()
+            .find(|l| l.starts_with(metric) && l.contains("name=\"watched\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as i64)
+            .unwrap_or_else(|| panic!("{metric} missing:\n{text}"))
+    };
+    assert!((value("keyward_apikey_expiry_timestamp_seconds") - expiry).abs() <= 1);
+    assert!((value("keyward_apikey_next_rotation_timestamp_seconds") - next).abs() <= 1);
+    assert!(
+        text.contains("keyward_reconciles_total{controller=\"apikey\"}"),
+        "{text}"
+    );
+    assert!(text.contains("keyward_leader 1"), "{text}");
+    assert_eq!(
+        tokio::task::block_in_place(|| http_get(&addr, "/healthz")).0,
+        "HTTP/1.0 200 OK"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| http_get(&addr, "/readyz")).0,
+        "HTTP/1.0 200 OK"
+    );
+    let status = tokio::task::block_in_place(|| terminate(&mut operator));
+    assert!(status.success());
 }

@@ -47,7 +47,13 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
     let mut operator = Command::new(env!("CARGO_BIN_EXE_keyward"))
         .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .args(["run", "--hash-namespace", HASH_NS])
+        .args([
+            "run",
+            "--hash-namespace",
+            HASH_NS,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).expect("log file"))

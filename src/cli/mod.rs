@@ -6,6 +6,7 @@ mod playground;
 mod reveal;
 mod rotate;
 mod run;
+mod serve;
 mod signals;
 mod status;
 mod table;

@@ -31,6 +31,9 @@ pub struct RunArgs {
     /// replicas can run with one active.
     #[arg(long)]
     pub leader_elect: bool,
+    /// Where to serve /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    pub metrics_addr: std::net::SocketAddr,
     /// Namespace of the leader Lease (default: the hash namespace).
     #[arg(long)]
     pub leader_election_namespace: Option<String>,
@@ -49,10 +52,24 @@ pub enum RunError {
     Setup(#[from] controller::SetupError),
     #[error("installing signal handlers: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("serving metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
     let mut signals = Signals::install().map_err(RunError::Signal)?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bound = super::serve::serve(args.metrics_addr, metrics.clone(), ready.clone())
+        .await
+        .map_err(|source| RunError::Metrics {
+            addr: args.metrics_addr,
+            source,
+        })?;
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     let (client, namespace) = connect.connect(None).await?;
     let argon2 = Argon2Params {
         memory_kib: args.argon2_memory_kib,
@@ -67,6 +84,23 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
         instance: args.instance,
     };
     let pepper = controller::ensure_pepper(&client, &config.hash_namespace).await?;
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    let context = {
+        let metrics = metrics.clone();
+        let client = client.clone();
+        let config = config.clone();
+        let pepper = pepper.clone();
+        move || {
+            let mut ctx = Context::new(
+                client.clone(),
+                config.clone(),
+                Arc::new(SystemClock),
+                pepper.clone(),
+            );
+            ctx.metrics = metrics.clone();
+            Arc::new(ctx)
+        }
+    };
     // One signal ends everything: the election, the current term, the process.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -81,8 +115,8 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
     };
     if !args.leader_elect {
         tracing::info!(hash_namespace = %config.hash_namespace, pepper = %pepper.id(), "keyward controllers starting");
-        let ctx = Arc::new(Context::new(client, config, Arc::new(SystemClock), pepper));
-        controller::run_all(ctx, stopped()).await;
+        metrics.set_leader(true);
+        controller::run_all(context(), stopped()).await;
         tracing::info!("stopped");
         return Ok(());
     }
@@ -103,12 +137,8 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
             }
         }
         tracing::info!(identity = %config.instance, "became the leader; controllers starting");
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            config.clone(),
-            Arc::new(SystemClock),
-            pepper.clone(),
-        ));
+        let ctx = context();
+        metrics.set_leader(true);
         let term = elector.clone();
         let stop = stopped();
         let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<bool>();
@@ -120,6 +150,7 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
             let _ = lost_tx.send(signalled);
         })
         .await;
+        metrics.set_leader(false);
         if lost_rx.await.unwrap_or(true) {
             elector.release().await;
             tracing::info!("released the leader Lease; stopped");

@@ -150,6 +150,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Reconciles finished, successful or not (metrics, and tests that wait for a pass).
     pub reconciles: std::sync::atomic::AtomicU64,
+    /// Prometheus metrics; replace before sharing the Context to use a process-wide set.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The last status written per object, with the resourceVersion it was based on: while
     /// the cache still shows that version, the memo is the truth (no second write with a
     /// fresh transition time).
@@ -171,6 +173,7 @@ impl Context {
             recorder,
             failures: Mutex::new(HashMap::new()),
             reconciles: std::sync::atomic::AtomicU64::new(0),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
             status_memo: Mutex::new(HashMap::new()),
         }
     }

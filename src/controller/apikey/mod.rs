@@ -195,9 +195,15 @@ fn error_policy(ak: Arc<ApiKey>, error: &Error, ctx: Arc<Context>) -> Action {
 
 /// One reconcile of one ApiKey.
 pub async fn reconcile(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
     let result = reconcile_inner(ak, ctx.clone()).await;
     ctx.reconciles
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    ctx.metrics.reconciled(
+        "apikey",
+        started.elapsed(),
+        result.as_ref().err().map(Error::label),
+    );
     result
 }
 
@@ -206,6 +212,7 @@ async fn reconcile_inner(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, E
     if ak.metadata.deletion_timestamp.is_some() {
         io.cleanup().await?;
         ctx.forget(&object_key(&ak));
+        ctx.metrics.key_times(&io.namespace, &io.name, None, None);
         return Ok(Action::await_change());
     }
     io.ensure_finalizer().await?;
@@ -246,6 +253,16 @@ async fn reconcile_inner(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, E
                 io.write_status(&observed, &Step::Converged, &snapshot)
                     .await?;
                 ctx.succeeded(&io.key);
+                let issued = observed
+                    .record
+                    .as_ref()
+                    .is_some_and(|r| r.current.is_some());
+                ctx.metrics.key_times(
+                    &io.namespace,
+                    &io.name,
+                    observed.expires_at.filter(|_| issued),
+                    observed.rotation.next_at.filter(|_| issued),
+                );
                 return Ok(next_wakeup(&observed));
             }
         }
