@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod record;
 pub mod rotation;
 pub mod telemetry;
+pub mod verifier;

@@ -150,17 +150,12 @@ async fn one_replica_leads_and_a_successor_takes_over() {
     }
 }
 
-/// One HTTP/1.0 GET; returns (status line, body).
+/// One GET: (status line as HTTP/1.0 prints it, body).
 fn http_get(addr: &str, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connects");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let (code, _, body) = common::http(addr, "GET", path, &[], "");
     (
-        head.lines().next().unwrap_or_default().to_string(),
-        body.to_string(),
+        format!("HTTP/1.0 {code} {}", if code == 200 { "OK" } else { "" }),
+        body,
     )
 }
 

@@ -32,6 +32,42 @@ fn starts_applies_summarises_and_exits_cleanly_on_sigterm() {
         pg.ok(&["get", "apikeys", "-o", "name"])
             .contains("apikey.keyward.dev/billing-api")
     );
+    // The verifier answers for the keys the playground issued.
+    let verifier = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("verifier:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|url| url.strip_prefix("http://"))
+        .expect("the playground prints its verifier address")
+        .to_string();
+    let key = pg.ok(&[
+        "get",
+        "secret",
+        "billing-api",
+        "-o",
+        "jsonpath={.data.api-key}",
+    ]);
+    let key = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key.trim())
+            .expect("base64"),
+    )
+    .expect("utf-8");
+    let mut answer = (0, None);
+    for _ in 0..200 {
+        let (code, headers, _) = common::http(
+            &verifier,
+            "GET",
+            "/verify",
+            &[("Authorization", &format!("Bearer {key}"))],
+            "",
+        );
+        answer = (code, headers.get("x-keyward-key").cloned());
+        if code == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(answer, (200, Some("default/billing-api".to_string())));
     let status = pg.terminate();
     assert!(status.success(), "exit status {status:?}");
 }
@@ -41,7 +77,12 @@ fn a_bad_apply_folder_fails_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("bad.yaml"), "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata:\n  name: x\nspec:\n  format:\n    length: 3\n").expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(["playground", "--kubeconfig"])
+        .args([
+            "playground",
+            "--verifier-addr",
+            "127.0.0.1:0",
+            "--kubeconfig",
+        ])
         .arg(dir.path().join("kc"))
         .arg("--apply")
         .arg(dir.path())

@@ -10,6 +10,7 @@ mod serve;
 mod signals;
 mod status;
 mod table;
+mod verifier;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,8 @@ pub enum Command {
     Playground(playground::PlaygroundArgs),
     /// Run the controllers against the cluster of the kubeconfig, until interrupted.
     Run(run::RunArgs),
+    /// Serve the verifier alone: answers gateways' "is this key valid?".
+    Verifier(verifier::VerifierArgs),
     /// Print a ShowOnce key once; afterwards only its hash exists.
     Reveal {
         /// The ApiKey.
@@ -115,6 +118,10 @@ pub fn main() -> ExitCode {
         Command::Run(args) => {
             telemetry::init(cli.log_format, "info,kube=warn,hyper=warn,tower=warn");
             block_on(async { run::run(args, connect).await.map_err(|e| e.to_string()) })
+        }
+        Command::Verifier(args) => {
+            telemetry::init(cli.log_format, "info,kube=warn,hyper=warn,tower=warn");
+            block_on(verifier::run(args, connect))
         }
         Command::Reveal { name, namespace } => {
             telemetry::init(cli.log_format, "warn");

@@ -72,6 +72,11 @@ pub enum PlaygroundError {
     Signal(#[source] std::io::Error),
     #[error(transparent)]
     Setup(#[from] controller::SetupError),
+    #[error("starting the verifier on {addr}: {source}")]
+    Verifier {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Installs (server-side applies) keyward's CRDs and waits until they are served.
@@ -142,6 +147,18 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
     let controllers = tokio::spawn(controller::run_all(ctx, async move {
         let _ = stop_rx.await;
     }));
+    let verifier = crate::verifier::start(
+        args.verifier_addr,
+        client.clone(),
+        HASH_NAMESPACE,
+        Default::default(),
+    )
+    .await
+    .map_err(|source| PlaygroundError::Verifier {
+        addr: args.verifier_addr,
+        source,
+    })?;
+    let verifier_addr = verifier.addr;
     emulator
         .write_kubeconfig(&args.kubeconfig)
         .map_err(|source| PlaygroundError::Kubeconfig {
@@ -163,8 +180,7 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
     println!("  Kubernetes API:  {url}  (in-memory emulator; state is lost on exit)");
     println!("  kubeconfig:      {kubeconfig}");
     println!(
-        "  verifier:        not started: the verifier is not built yet (--verifier-addr {})",
-        args.verifier_addr
+        "  verifier:        http://{verifier_addr}  (POST /v1/keys/verify, /verify with Authorization: Bearer KEY)"
     );
     println!("  controllers:     ApiKey (hash records in namespace {HASH_NAMESPACE})");
     if let Some(dir) = &args.apply {
@@ -179,12 +195,15 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
     println!("  kubectl --kubeconfig {kubeconfig} get keyward");
     println!("  kubectl --kubeconfig {kubeconfig} apply --server-side -f examples/");
     println!("  kubectl --kubeconfig {kubeconfig} explain apikey.spec.rotation");
+    println!("  curl -s http://{verifier_addr}/v1/keys/verify -d '{{\"key\":\"...\"}}'");
     println!();
     println!("Press Ctrl-C to stop.");
     signals.recv().await.map_err(PlaygroundError::Signal)?;
     tracing::info!("stopping");
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), controllers).await;
+    // Nothing may keep reconnecting while the emulator drains its connections.
+    verifier.stop();
     emulator.shutdown().await;
     Ok(())
 }

@@ -31,6 +31,12 @@ pub struct RunArgs {
     /// replicas can run with one active.
     #[arg(long)]
     pub leader_elect: bool,
+    /// Also serve the verifier here (it can run alone as `keyward verifier`).
+    #[arg(long)]
+    pub verifier_addr: Option<std::net::SocketAddr>,
+    /// HTTP status of rate-limited answers on /verify: 429, or 403 for nginx auth_request.
+    #[arg(long, default_value_t = 429, value_parser = super::verifier::rate_limited_status)]
+    pub rate_limited_status: u16,
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:9090")]
     pub metrics_addr: std::net::SocketAddr,
@@ -54,6 +60,11 @@ pub enum RunError {
     Signal(#[source] std::io::Error),
     #[error("serving metrics on {addr}: {source}")]
     Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("starting the verifier on {addr}: {source}")]
+    Verifier {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
@@ -85,6 +96,16 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
     };
     let pepper = controller::ensure_pepper(&client, &config.hash_namespace).await?;
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(addr) = args.verifier_addr {
+        let options = crate::verifier::Options {
+            rate_limited_status: args.rate_limited_status,
+            ..Default::default()
+        };
+        let running = crate::verifier::start(addr, client.clone(), &config.hash_namespace, options)
+            .await
+            .map_err(|source| RunError::Verifier { addr, source })?;
+        tracing::info!(verifier = %running.addr, "serving the verifier");
+    }
     let context = {
         let metrics = metrics.clone();
         let client = client.clone();

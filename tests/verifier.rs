@@ -1,0 +1,247 @@
+//! The verifier (DESIGN §6) against keys issued by the real controllers: both endpoints,
+//! every code, rotation grace and revocation, rate limits, deletion.
+
+mod common;
+
+use common::http;
+use common::operator::{HASH_NS, Operator};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+async fn start_verifier(op: &Operator, status: u16) -> String {
+    let options = keyward::verifier::Options {
+        rate_limited_status: status,
+        ..Default::default()
+    };
+    let running = keyward::verifier::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        op.client.clone(),
+        HASH_NS,
+        options,
+    )
+    .await
+    .expect("verifier starts");
+    let (addr, verifier) = (running.addr, running.verifier.clone());
+    for _ in 0..500 {
+        if verifier.is_ready() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(verifier.is_ready());
+    addr.to_string()
+}
+
+fn verify_json(addr: &str, key: &str) -> Value {
+    let (code, _, body) = http(
+        addr,
+        "POST",
+        "/v1/keys/verify",
+        &[("Content-Type", "application/json")],
+        &json!({"key": key}).to_string(),
+    );
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+/// Polls until the verifier answers `code` for `key` (its index follows a watch).
+async fn until_code(addr: &str, key: &str, code: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..1000 {
+        last = tokio::task::block_in_place(|| verify_json(addr, key));
+        if last["code"] == code {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("verifier never answered {code}; last: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_gateways_for_issued_keys() {
+    let op = Operator::start().await;
+    let addr = start_verifier(&op, 429).await;
+    op.apply("gw", json!({"owner": "team-a", "scopes": ["read:models", "write:chat"], "rotation": {"gracePeriod": "1h"}})).await;
+    op.wait_ready("gw").await;
+    let key = op.key_in("gw", "api-key").await.expect("key");
+    let answer = until_code(&addr, &key, "VALID").await;
+    assert_eq!(answer["valid"], true);
+    assert_eq!(
+        answer["key"],
+        json!({"namespace": op.namespace, "name": "gw", "owner": "team-a", "scopes": ["read:models", "write:chat"]})
+    );
+    // Envoy/Traefik style: any method, any path below /verify, Bearer or X-API-Key.
+    for (method, path, header) in [
+        ("GET", "/verify", "Authorization"),
+        ("POST", "/verify/v1/chat/completions", "Authorization"),
+        ("DELETE", "/verify/x", "X-API-Key"),
+    ] {
+        let value = if header == "Authorization" {
+            format!("Bearer {key}")
+        } else {
+            key.clone()
+        };
+        let (code, headers, _) =
+            tokio::task::block_in_place(|| http(&addr, method, path, &[(header, &value)], ""));
+        assert_eq!(code, 200, "{method} {path}");
+        assert_eq!(
+            headers.get("x-keyward-key"),
+            Some(&format!("{}/gw", op.namespace))
+        );
+        assert_eq!(
+            headers.get("x-keyward-owner").map(String::as_str),
+            Some("team-a")
+        );
+        assert_eq!(
+            headers.get("x-keyward-scopes").map(String::as_str),
+            Some("read:models write:chat")
+        );
+        assert_eq!(
+            headers.get("x-keyward-code").map(String::as_str),
+            Some("VALID")
+        );
+    }
+    let (code, headers, _) = tokio::task::block_in_place(|| http(&addr, "GET", "/verify", &[], ""));
+    assert_eq!(
+        (code, headers.get("www-authenticate").map(String::as_str)),
+        (401, Some("Bearer")),
+        "missing key"
+    );
+    // Unknown, mistyped, and not ours at all.
+    let mut typo = key.clone();
+    typo.replace_range(10..11, if &typo[10..11] == "a" { "b" } else { "a" });
+    assert_eq!(
+        tokio::task::block_in_place(|| verify_json(&addr, &typo))["code"],
+        "MALFORMED"
+    );
+    let stranger = keyward::keys::generate(&keyward::crd::KeyFormat::default()).expect("key");
+    assert_eq!(
+        tokio::task::block_in_place(|| verify_json(&addr, stranger.expose()))["code"],
+        "NOT_FOUND"
+    );
+    let (code, _, _) = tokio::task::block_in_place(|| {
+        http(
+            &addr,
+            "GET",
+            "/verify",
+            &[("Authorization", &format!("Bearer {}", stranger.expose()))],
+            "",
+        )
+    });
+    assert_eq!(code, 401);
+    // Rotation: both keys verify during the grace; revocation ends the old one.
+    let patch = json!({"metadata": {"annotations": {"keyward.dev/rotate": "1"}}});
+    op.apikeys()
+        .patch("gw", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("rotate");
+    op.wait_for("gw", "rotated", |a| {
+        a.status.as_ref().is_some_and(|s| s.rotation_count == 1)
+    })
+    .await;
+    let new_key = op.key_in("gw", "api-key").await.expect("new key");
+    until_code(&addr, &new_key, "VALID").await;
+    assert_eq!(
+        tokio::task::block_in_place(|| verify_json(&addr, &key))["code"],
+        "VALID",
+        "previous key inside its grace"
+    );
+    let patch = json!({"metadata": {"annotations": {"keyward.dev/revoke-previous": "1"}}});
+    op.apikeys()
+        .patch("gw", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("revoke");
+    until_code(&addr, &key, "NOT_FOUND").await;
+    // Disabled: 403 on /verify.
+    op.apply("gw", json!({"owner": "team-a", "scopes": ["read:models", "write:chat"], "rotation": {"gracePeriod": "1h"}, "disabled": true})).await;
+    until_code(&addr, &new_key, "DISABLED").await;
+    let (code, _, _) = tokio::task::block_in_place(|| {
+        http(&addr, "GET", "/verify", &[("X-API-Key", &new_key)], "")
+    });
+    assert_eq!(code, 403);
+    // Deleted: the key stops verifying.
+    op.apikeys()
+        .delete("gw", &DeleteParams::default())
+        .await
+        .expect("delete");
+    until_code(&addr, &new_key, "NOT_FOUND").await;
+    let (code, _, body) = tokio::task::block_in_place(|| http(&addr, "GET", "/readyz", &[], ""));
+    assert_eq!((code, body.as_str()), (200, "ok"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_expiry_and_imported_keys() {
+    let op = Operator::start().await;
+    let addr = start_verifier(&op, 429).await;
+    op.apply("limited", json!({"rateLimit": {"requestsPerMinute": 2}}))
+        .await;
+    op.wait_ready("limited").await;
+    let key = op.key_in("limited", "api-key").await.expect("key");
+    let first = until_code(&addr, &key, "VALID").await;
+    assert_eq!(first["ratelimit"]["limit"], 2);
+    let second = tokio::task::block_in_place(|| verify_json(&addr, &key));
+    assert_eq!(
+        (
+            second["code"].as_str(),
+            second["ratelimit"]["remaining"].as_u64()
+        ),
+        (Some("VALID"), Some(0))
+    );
+    let (code, headers, _) = tokio::task::block_in_place(|| {
+        http(
+            &addr,
+            "GET",
+            "/verify",
+            &[("Authorization", &format!("Bearer {key}"))],
+            "",
+        )
+    });
+    assert_eq!(code, 429);
+    assert_eq!(
+        headers.get("x-keyward-code").map(String::as_str),
+        Some("RATE_LIMITED")
+    );
+    assert_eq!(
+        headers.get("retry-after").map(String::as_str),
+        Some("30"),
+        "one request per 30s at 2/min"
+    );
+    assert_eq!(
+        headers.get("x-ratelimit-remaining").map(String::as_str),
+        Some("0")
+    );
+    // nginx auth_request mode: 403 with the code in a header.
+    let nginx = start_verifier(&op, 403).await;
+    for _ in 0..2 {
+        tokio::task::block_in_place(|| http(&nginx, "GET", "/verify", &[("X-API-Key", &key)], ""));
+    }
+    let (code, headers, _) =
+        tokio::task::block_in_place(|| http(&nginx, "GET", "/verify", &[("X-API-Key", &key)], ""));
+    assert_eq!(
+        (code, headers.get("x-keyward-code").map(String::as_str)),
+        (403, Some("RATE_LIMITED"))
+    );
+    // Expiry.
+    op.apply("brief", json!({"expiresAfter": "1s"})).await;
+    op.wait_ready("brief").await;
+    let brief = op.key_in("brief", "api-key").await.expect("key");
+    until_code(&addr, &brief, "EXPIRED").await;
+    // Imported keys have no structure: found by their keyed hash.
+    let source: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({"metadata": {"name": "legacy"}, "stringData": {"api-key": "legacy-static-key-from-2019"}})).expect("secret");
+    op.secrets()
+        .create(&Default::default(), &source)
+        .await
+        .expect("source");
+    op.apply(
+        "imported",
+        json!({"importFrom": {"secretRef": {"name": "legacy"}}}),
+    )
+    .await;
+    op.wait_ready("imported").await;
+    let answer = until_code(&addr, "legacy-static-key-from-2019", "VALID").await;
+    assert_eq!(answer["key"]["name"], "imported");
+    assert_eq!(
+        tokio::task::block_in_place(|| verify_json(&addr, "legacy-static-key-from-2020"))["code"],
+        "NOT_FOUND"
+    );
+}
