@@ -53,6 +53,8 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
             HASH_NS,
             "--metrics-addr",
             "127.0.0.1:0",
+            "--verifier-addr",
+            "127.0.0.1:0",
         ])
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
@@ -117,6 +119,55 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Present every key to the verifier (both endpoints, good and bad) so its handling of
+    // plain keys is in the scanned logs too.
+    let mut verifier = None;
+    for _ in 0..500 {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        verifier = log.lines().find_map(|l| {
+            let at = l.find("verifier=")?;
+            Some(
+                l[at + "verifier=".len()..]
+                    .split_whitespace()
+                    .next()?
+                    .to_string(),
+            )
+        });
+        if verifier.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let verifier = verifier.expect("the verifier address is logged");
+    for key in [
+        generated.as_str(),
+        imported,
+        revealed.as_str(),
+        "kw_not-a-real-key-at-all-0123456789abcdefgh",
+    ] {
+        let body = json!({"key": key}).to_string();
+        for _ in 0..200 {
+            let (code, _, answer) = tokio::task::block_in_place(|| {
+                common::http(&verifier, "POST", "/v1/keys/verify", &[], &body)
+            });
+            assert_eq!(code, 200);
+            if answer.contains("VALID") || key.starts_with("kw_not") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let bearer = format!("Bearer {key}");
+        tokio::task::block_in_place(|| {
+            common::http(
+                &verifier,
+                "GET",
+                "/verify/x",
+                &[("Authorization", &bearer)],
+                "",
+            )
+        });
     }
 
     let _ = Command::new("kill")
