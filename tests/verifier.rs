@@ -245,3 +245,61 @@ async fn rate_limits_expiry_and_imported_keys() {
         "NOT_FOUND"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keyward_verify_reads_the_key_from_stdin() {
+    use std::io::Write;
+    let op = Operator::start().await;
+    let addr = start_verifier(&op, 429).await;
+    op.apply("cli", json!({"owner": "ops"})).await;
+    op.wait_ready("cli").await;
+    let key = op.key_in("cli", "api-key").await.expect("key");
+    until_code(&addr, &key, "VALID").await;
+    let run = |input: &str, extra: &[&str]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["verify", "--url", &format!("http://{addr}")])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("keyward verify runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("finishes");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, _) = tokio::task::block_in_place(|| run(&format!("{key}\n"), &[]));
+    assert_eq!(
+        (code, stdout.as_str()),
+        (
+            Some(0),
+            format!("VALID {}/cli (owner ops)", op.namespace).as_str()
+        )
+    );
+    let stranger = keyward::keys::generate(&keyward::crd::KeyFormat::default()).expect("key");
+    let (code, stdout, _) = tokio::task::block_in_place(|| run(stranger.expose(), &["-"]));
+    assert_eq!((code, stdout.as_str()), (Some(1), "NOT_FOUND"));
+    let (code, stdout, _) = tokio::task::block_in_place(|| run("kw_nope", &["-"]));
+    assert_eq!(
+        (code, stdout.as_str()),
+        (Some(1), "MALFORMED"),
+        "a known prefix with the wrong shape"
+    );
+    let (code, stdout, _) = tokio::task::block_in_place(|| run(&key, &["-o", "json"]));
+    assert_eq!(code, Some(0));
+    let answer: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(answer["code"], "VALID");
+    assert!(!stdout.contains(&key), "the answer never echoes the key");
+    let (code, _, stderr) = tokio::task::block_in_place(|| run("", &[]));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no key given"), "{stderr}");
+}

@@ -11,6 +11,7 @@ mod signals;
 mod status;
 mod table;
 mod verifier;
+mod verify;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,18 @@ pub enum Command {
     Playground(playground::PlaygroundArgs),
     /// Run the controllers against the cluster of the kubeconfig, until interrupted.
     Run(run::RunArgs),
+    /// Ask a verifier whether a key is valid (exit 0 if it is). The key is read from stdin
+    /// when KEY is `-` or absent, so it never shows in process lists.
+    Verify {
+        /// The key, or `-` for stdin.
+        key: Option<String>,
+        /// The verifier.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Serve the verifier alone: answers gateways' "is this key valid?".
     Verifier(verifier::VerifierArgs),
     /// Print a ShowOnce key once; afterwards only its hash exists.
@@ -118,6 +131,33 @@ pub fn main() -> ExitCode {
         Command::Run(args) => {
             telemetry::init(cli.log_format, "info,kube=warn,hyper=warn,tower=warn");
             block_on(async { run::run(args, connect).await.map_err(|e| e.to_string()) })
+        }
+        Command::Verify { key, url, output } => {
+            let key = match verify::read_key(key.as_deref()) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("keyward: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut valid = false;
+            let result = block_on(async {
+                let answer = verify::ask(&url, &key).await?;
+                valid = answer["valid"].as_bool() == Some(true);
+                match output {
+                    Output::Json => println!("{answer}"),
+                    Output::Table => println!("{}", verify::describe(&answer)),
+                }
+                Ok(())
+            });
+            return match result {
+                Ok(()) if valid => ExitCode::SUCCESS,
+                Ok(()) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("keyward: {e}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Command::Verifier(args) => {
             telemetry::init(cli.log_format, "info,kube=warn,hyper=warn,tower=warn");
