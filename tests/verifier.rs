@@ -9,8 +9,13 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 async fn start_verifier(op: &Operator, status: u16) -> String {
+    let usage = keyward::verifier::usage::UsageOptions {
+        flush_every: std::time::Duration::from_millis(100),
+        writes_per_second: 100,
+    };
     let options = keyward::verifier::Options {
         rate_limited_status: status,
+        usage,
         ..Default::default()
     };
     let running = keyward::verifier::start(
@@ -302,4 +307,49 @@ async fn keyward_verify_reads_the_key_from_stdin() {
     let (code, _, stderr) = tokio::task::block_in_place(|| run("", &[]));
     assert_eq!(code, Some(1));
     assert!(stderr.contains("no key given"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_is_flushed_in_batches_and_replicas_add_up() {
+    let op = Operator::start().await;
+    let (a, b) = (
+        start_verifier(&op, 429).await,
+        start_verifier(&op, 429).await,
+    );
+    op.apply("used", json!({})).await;
+    op.wait_ready("used").await;
+    let key = op.key_in("used", "api-key").await.expect("key");
+    until_code(&a, &key, "VALID").await; // counts 1 on replica a
+    until_code(&b, &key, "VALID").await; // counts 1 on replica b
+    let passes = op.reconciles();
+    for addr in [&a, &a, &b, &b] {
+        assert_eq!(
+            tokio::task::block_in_place(|| verify_json(addr, &key))["code"],
+            "VALID"
+        );
+    }
+    let wrong = keyward::keys::generate(&keyward::crd::KeyFormat::default()).expect("key");
+    tokio::task::block_in_place(|| verify_json(&a, wrong.expose()));
+    let ak = op
+        .wait_for("used", "usage 6", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.usage.as_ref())
+                .is_some_and(|u| u.count == 6)
+        })
+        .await;
+    assert!(
+        ak.status
+            .and_then(|s| s.usage)
+            .and_then(|u| u.last_used_at)
+            .is_some()
+    );
+    // Usage is status-only: the controller does no work for it.
+    assert_eq!(op.reconciles(), passes, "no reconcile for usage flushes");
+    let ready = op.apikeys().get("used").await.expect("get");
+    assert!(
+        keyward::conditions::ready(&ready.status.expect("status").conditions)
+            .is_some_and(|c| c.reason == "KeyIssued"),
+        "the controller's status stays"
+    );
 }

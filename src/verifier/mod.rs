@@ -2,13 +2,13 @@
 //! index fed by a watch on the hash namespace. No API call per request; argon2 only where no
 //! usable fast hash exists, bounded by a semaphore.
 //!
-//! Not yet here (next steps of the verifier issue): usage counters flushed to
-//! `status.usage`, single-use pool keys, TLS, a success and negative cache, Prometheus
-//! metrics of its own.
+//! Not yet here (next steps of the verifier issue): single-use pool keys, TLS, a success
+//! and negative cache, Prometheus metrics of its own, flags for the usage flush timing.
 
 pub mod check;
 pub mod index;
 pub mod ratelimit;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +40,8 @@ use crate::record::HashRecord;
 /// Verifier settings.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// How usage reaches `ApiKey.status.usage`.
+    pub usage: usage::UsageOptions,
     /// HTTP status for rate-limited requests on `/verify`: 429, or 403 for proxies such as
     /// nginx `auth_request` that only understand 2xx/401/403.
     pub rate_limited_status: u16,
@@ -52,6 +54,7 @@ impl Default for Options {
         Self {
             rate_limited_status: 429,
             argon2_slots: 2,
+            usage: usage::UsageOptions::default(),
         }
     }
 }
@@ -64,6 +67,7 @@ pub struct Verifier {
     ready: AtomicBool,
     argon2_slots: Semaphore,
     options: Options,
+    usage: usage::Usage,
 }
 
 impl Verifier {
@@ -75,6 +79,7 @@ impl Verifier {
             ready: AtomicBool::new(false),
             argon2_slots: Semaphore::new(options.argon2_slots.max(1)),
             options,
+            usage: usage::Usage::default(),
         })
     }
 
@@ -140,7 +145,23 @@ impl Verifier {
             }
             limit = Some(decision);
         }
+        if verdict.code == Code::Valid
+            && let Some(entry) = &verdict.entry
+        {
+            let owner = &entry.record.apikey;
+            self.usage.record(
+                &owner.namespace,
+                &owner.name,
+                &owner.uid,
+                jiff::Timestamp::now(),
+            );
+        }
         (verdict, limit)
+    }
+
+    /// Writes pending usage now (also done every `usage.flush_every`).
+    pub async fn flush_usage(&self, client: &Client) {
+        self.usage.flush(client, &self.options.usage).await;
     }
 
     fn apply_secret(&self, secret: &Secret) {
@@ -369,7 +390,20 @@ pub async fn start(
     let verifier = Verifier::new(options);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let feed = tokio::spawn(verifier.clone().feed(client, hash_namespace.to_string()));
+    let feed = tokio::spawn(
+        verifier
+            .clone()
+            .feed(client.clone(), hash_namespace.to_string()),
+    );
+    let flusher = {
+        let verifier = verifier.clone();
+        tokio::spawn(async move {
+            verifier
+                .usage
+                .flush_forever(client, verifier.options.usage.clone())
+                .await
+        })
+    };
     let app = router(verifier.clone());
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -379,6 +413,6 @@ pub async fn start(
     Ok(Running {
         addr: bound,
         verifier,
-        tasks: vec![feed, server],
+        tasks: vec![feed, server, flusher],
     })
 }
