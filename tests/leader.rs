@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use common::operator::HASH_NS;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Namespace};
+use k8s_openapi::api::core::v1::Event;
 use keyward::crd::ApiKey;
-use keyward_emulator::Emulator;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 fn replica(kubeconfig: &std::path::Path, instance: &str) -> Child {
@@ -90,17 +89,8 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_replica_leads_and_a_successor_takes_over() {
-    let emulator = Emulator::start().await.expect("emulator");
-    let client = emulator.client();
-    keyward::cli::install_crds(&client).await.expect("CRDs");
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": HASH_NS}})).expect("ns");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace");
-    let dir = tempfile::tempdir().expect("dir");
-    let kubeconfig = dir.path().join("kc");
-    std::fs::write(&kubeconfig, emulator.kubeconfig_yaml("default")).expect("kubeconfig");
+    let cluster = common::operator::Cluster::start().await;
+    let (client, kubeconfig) = (cluster.client.clone(), cluster.kubeconfig.clone());
     let mut a = replica(&kubeconfig, "replica-a");
     let mut b = replica(&kubeconfig, "replica-b");
     let leases: Api<Lease> = Api::namespaced(client.clone(), HASH_NS);
@@ -162,17 +152,8 @@ fn http_get(addr: &str, path: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_and_health_endpoints() {
     use std::io::{BufRead, BufReader};
-    let emulator = Emulator::start().await.expect("emulator");
-    let client = emulator.client();
-    keyward::cli::install_crds(&client).await.expect("CRDs");
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": HASH_NS}})).expect("ns");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace");
-    let dir = tempfile::tempdir().expect("dir");
-    let kubeconfig = dir.path().join("kc");
-    std::fs::write(&kubeconfig, emulator.kubeconfig_yaml("default")).expect("kubeconfig");
+    let cluster = common::operator::Cluster::start().await;
+    let (client, kubeconfig) = (cluster.client.clone(), cluster.kubeconfig.clone());
     let mut operator = Command::new(env!("CARGO_BIN_EXE_keyward"))
         .arg("--kubeconfig")
         .arg(&kubeconfig)

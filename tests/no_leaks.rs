@@ -9,9 +9,8 @@ use std::process::{Command, Stdio};
 
 use base64::Engine;
 use common::operator::HASH_NS;
-use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
+use k8s_openapi::api::core::v1::{Event, Secret};
 use keyward::crd::ApiKey;
-use keyward_emulator::Emulator;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -32,17 +31,12 @@ async fn wait_ready(api: &Api<ApiKey>, name: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_never_appear_in_logs_events_status_or_metadata() {
-    let emulator = Emulator::start().await.expect("emulator");
-    let client = emulator.client();
-    keyward::cli::install_crds(&client).await.expect("CRDs");
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": HASH_NS}})).expect("ns");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace");
-    let dir = tempfile::tempdir().expect("dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, emulator.kubeconfig_yaml("default")).expect("kubeconfig");
+    let cluster = common::operator::Cluster::start().await;
+    let (client, dir, kubeconfig) = (
+        cluster.client.clone(),
+        &cluster.dir,
+        cluster.kubeconfig.clone(),
+    );
     let log_path = dir.path().join("operator.log");
     let mut operator = Command::new(env!("CARGO_BIN_EXE_keyward"))
         .arg("--kubeconfig")

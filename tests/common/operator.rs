@@ -318,3 +318,35 @@ async fn external(path: &str) -> (Option<Emulator>, Client, String, String) {
     let client = Client::try_from(config).expect("client");
     (None, client, namespace, yaml)
 }
+
+/// An emulator with keyward's CRDs and the hash namespace, and a kubeconfig file for it:
+/// for tests that run the `keyward` binary as the operator.
+pub struct Cluster {
+    pub emulator: Emulator,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: std::path::PathBuf,
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        let emulator = Emulator::start().await.expect("emulator");
+        let client = emulator.client();
+        keyward::cli::install_crds(&client).await.expect("CRDs");
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": HASH_NS}})).expect("ns");
+        Api::<Namespace>::all(client.clone())
+            .create(&Default::default(), &ns)
+            .await
+            .expect("hash namespace");
+        let dir = tempfile::tempdir().expect("dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, emulator.kubeconfig_yaml("default")).expect("kubeconfig");
+        Self {
+            emulator,
+            client,
+            dir,
+            kubeconfig,
+        }
+    }
+}
