@@ -20,6 +20,28 @@ pub enum Step {
     Value(String),
 }
 
+impl Step {
+    /// The FieldsV1 key: `f:name`, `k:{...}`, `v:...`.
+    pub fn encode(&self) -> String {
+        match self {
+            Step::Field(f) => format!("f:{f}"),
+            Step::Key(k) => format!("k:{k}"),
+            Step::Value(v) => format!("v:{v}"),
+        }
+    }
+
+    /// Reads a FieldsV1 key; `None` for anything else (such as the `.` marker).
+    pub fn decode(key: &str) -> Option<Self> {
+        if let Some(f) = key.strip_prefix("f:") {
+            Some(Step::Field(f.to_string()))
+        } else if let Some(k) = key.strip_prefix("k:") {
+            Some(Step::Key(k.to_string()))
+        } else {
+            key.strip_prefix("v:").map(|v| Step::Value(v.to_string()))
+        }
+    }
+}
+
 pub type FieldPath = Vec<Step>;
 pub type FieldSet = BTreeSet<FieldPath>;
 
@@ -262,11 +284,7 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
     for path in set {
         let mut node = &mut root;
         for step in path {
-            let key = match step {
-                Step::Field(f) => format!("f:{f}"),
-                Step::Key(k) => format!("k:{k}"),
-                Step::Value(v) => format!("v:{v}"),
-            };
+            let key = step.encode();
             node = node
                 .entry(key)
                 .or_insert_with(|| Value::Object(Map::new()))
@@ -278,13 +296,7 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
     fn mark(node: &mut Map<String, Value>, prefix: &mut FieldPath, set: &FieldSet) {
         let keys: Vec<String> = node.keys().cloned().collect();
         for key in keys {
-            let step = if let Some(f) = key.strip_prefix("f:") {
-                Step::Field(f.to_string())
-            } else if let Some(k) = key.strip_prefix("k:") {
-                Step::Key(k.to_string())
-            } else if let Some(v) = key.strip_prefix("v:") {
-                Step::Value(v.to_string())
-            } else {
+            let Some(step) = Step::decode(&key) else {
                 continue;
             };
             prefix.push(step);
@@ -309,13 +321,7 @@ pub fn from_fields_v1(fields: &Value) -> FieldSet {
             out.insert(prefix.clone());
         }
         for (key, child) in map {
-            let step = if let Some(f) = key.strip_prefix("f:") {
-                Step::Field(f.to_string())
-            } else if let Some(k) = key.strip_prefix("k:") {
-                Step::Key(k.to_string())
-            } else if let Some(v) = key.strip_prefix("v:") {
-                Step::Value(v.to_string())
-            } else {
+            let Some(step) = Step::decode(&key) else {
                 continue;
             };
             prefix.push(step);
