@@ -296,7 +296,7 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
     fn mark(node: &mut Map<String, Value>, prefix: &mut FieldPath, set: &FieldSet) {
         let keys: Vec<String> = node.keys().cloned().collect();
         for key in keys {
-            let Some(step) = Step::decode(&key) else {
+            let Some(step) = Step::decode(key.as_str()) else {
                 continue;
             };
             prefix.push(step);
@@ -321,7 +321,7 @@ pub fn from_fields_v1(fields: &Value) -> FieldSet {
             out.insert(prefix.clone());
         }
         for (key, child) in map {
-            let Some(step) = Step::decode(&key) else {
+            let Some(step) = Step::decode(key.as_str()) else {
                 continue;
             };
             prefix.push(step);

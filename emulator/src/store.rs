@@ -388,6 +388,23 @@ impl Store {
         let _ = self.changes.send(change);
     }
 
+    /// One change: a new resourceVersion stamped on the object, the store updated (removed
+    /// for DELETED), the change recorded for watches. Returns the object as stored.
+    fn commit(&self, state: &mut State, kind: EventType, key: &Key, mut object: Value) -> Value {
+        state.rv += 1;
+        meta_mut(&mut object).insert("resourceVersion".into(), json!(state.rv.to_string()));
+        match kind {
+            EventType::Deleted => {
+                state.objects.remove(key);
+            }
+            EventType::Added | EventType::Modified => {
+                state.objects.insert(key.clone(), object.clone());
+            }
+        }
+        self.record(state, kind, key, object.clone());
+        object
+    }
+
     /// Forgets history up to the current version, so watches from older versions get 410.
     pub fn compact(&self) {
         self.lock().history.clear();
@@ -514,10 +531,7 @@ impl Store {
                 created: true,
             });
         }
-        state.rv += 1;
-        meta_mut(&mut object).insert("resourceVersion".into(), json!(state.rv.to_string()));
-        state.objects.insert(key.clone(), object.clone());
-        self.record(state, EventType::Added, &key, object.clone());
+        let object = self.commit(state, EventType::Added, &key, object);
         self.on_stored(state, rt, &object);
         Ok(Written {
             object: Self::present(rt, &object),
@@ -983,15 +997,12 @@ impl Store {
                 created: false,
             });
         }
-        state.rv += 1;
-        meta_mut(&mut object).insert("resourceVersion".into(), json!(state.rv.to_string()));
         let finalized = !meta(&object)["deletionTimestamp"].is_null()
             && meta(&object)["finalizers"]
                 .as_array()
                 .is_none_or(Vec::is_empty);
         if finalized {
-            state.objects.remove(&key);
-            self.record(state, EventType::Deleted, &key, object.clone());
+            let object = self.commit(state, EventType::Deleted, &key, object);
             self.after_removal(state, rt, &object);
             return Ok(Written {
                 object: Self::present(rt, &object),
@@ -999,8 +1010,7 @@ impl Store {
                 created: false,
             });
         }
-        state.objects.insert(key.clone(), object.clone());
-        self.record(state, EventType::Modified, &key, object.clone());
+        let object = self.commit(state, EventType::Modified, &key, object);
         self.on_stored(state, rt, &object);
         Ok(Written {
             object: Self::present(rt, &object),
@@ -1085,10 +1095,7 @@ impl Store {
             return self.delete_namespace(state, rt, key, object);
         }
         if finalizers.is_empty() {
-            state.rv += 1;
-            meta_mut(&mut object).insert("resourceVersion".into(), json!(state.rv.to_string()));
-            state.objects.remove(&key);
-            self.record(state, EventType::Deleted, &key, object.clone());
+            let object = self.commit(state, EventType::Deleted, &key, object);
             self.after_removal(state, rt, &object);
             return Ok(Deleted::Gone(Self::present(rt, &object)));
         }
@@ -1097,10 +1104,7 @@ impl Store {
             m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
             m.insert("deletionGracePeriodSeconds".into(), json!(0));
             m.insert("finalizers".into(), Value::Array(finalizers));
-            state.rv += 1;
-            meta_mut(&mut object).insert("resourceVersion".into(), json!(state.rv.to_string()));
-            state.objects.insert(key.clone(), object.clone());
-            self.record(state, EventType::Modified, &key, object.clone());
+            let object = self.commit(state, EventType::Modified, &key, object);
             if propagation == "Foreground" {
                 self.delete_dependents(state, str_at(&object, "uid"));
                 self.finish_foreground(state);
@@ -1121,10 +1125,7 @@ impl Store {
         if meta(&object)["deletionTimestamp"].is_null() {
             meta_mut(&mut object).insert("deletionTimestamp".into(), json!(now_rfc3339()));
             object["status"] = json!({"phase": "Terminating"});
-            state.rv += 1;
-            meta_mut(&mut object).insert("resourceVersion".into(), json!(state.rv.to_string()));
-            state.objects.insert(key.clone(), object.clone());
-            self.record(state, EventType::Modified, &key, object.clone());
+            object = self.commit(state, EventType::Modified, &key, object);
         }
         let ns = key.name.clone();
         let contents: Vec<(ResourceType, String)> = state
@@ -1159,11 +1160,9 @@ impl Store {
             .collect();
         for key in terminating {
             if !state.objects.keys().any(|k| k.namespace == key.name)
-                && let Some(mut object) = state.objects.remove(&key)
+                && let Some(object) = state.objects.get(&key).cloned()
             {
-                state.rv += 1;
-                meta_mut(&mut object).insert("resourceVersion".into(), json!(state.rv.to_string()));
-                self.record(state, EventType::Deleted, &key, object);
+                self.commit(state, EventType::Deleted, &key, object);
             }
         }
     }
@@ -1199,10 +1198,7 @@ impl Store {
                         meta_mut(&mut object).remove("ownerReferences");
                     }
                 }
-                state.rv += 1;
-                meta_mut(&mut object).insert("resourceVersion".into(), json!(state.rv.to_string()));
-                state.objects.insert(key.clone(), object.clone());
-                self.record(state, EventType::Modified, &key, object);
+                self.commit(state, EventType::Modified, &key, object);
             }
         }
     }
@@ -1281,18 +1277,14 @@ impl Store {
                 {
                     f.retain(|x| x != "foregroundDeletion");
                 }
-                state.rv += 1;
-                meta_mut(&mut object).insert("resourceVersion".into(), json!(state.rv.to_string()));
                 if meta(&object)["finalizers"]
                     .as_array()
                     .is_none_or(Vec::is_empty)
                 {
-                    state.objects.remove(&key);
-                    self.record(state, EventType::Deleted, &key, object.clone());
+                    let object = self.commit(state, EventType::Deleted, &key, object);
                     self.after_removal(state, &rt, &object);
                 } else {
-                    state.objects.insert(key.clone(), object.clone());
-                    self.record(state, EventType::Modified, &key, object);
+                    self.commit(state, EventType::Modified, &key, object);
                 }
             }
         }
@@ -1318,9 +1310,8 @@ impl Store {
                 .cloned()
                 .collect();
             for key in keys {
-                if let Some(o) = state.objects.remove(&key) {
-                    state.rv += 1;
-                    self.record(state, EventType::Deleted, &key, o);
+                if let Some(o) = state.objects.get(&key).cloned() {
+                    self.commit(state, EventType::Deleted, &key, o);
                 }
             }
             state
