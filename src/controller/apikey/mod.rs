@@ -31,6 +31,7 @@ use self::plan::{Import, KeyMatch, Observed, RotationView, Source, Step, Workloa
 use super::{Context, FIELD_MANAGER};
 use crate::clock::rfc3339;
 use crate::conditions;
+use crate::crd::RestartTarget;
 use crate::crd::{
     ApiKey, ApiKeyStatus, DeletionPolicy, Delivery, KeyFormat, RestartKind, annotations, labels,
 };
@@ -1272,14 +1273,7 @@ impl<'a> Io<'a> {
             view.next_at = self.policy().and_then(|p| p.next_rotation(issued));
             view.format_changed = record.format.as_ref().is_some_and(|f| *f != self.format());
         }
-        for target in self
-            .ak
-            .spec
-            .rotation
-            .iter()
-            .flat_map(|r| r.restart_targets.iter())
-        {
-            let label = format!("{:?}/{}", target.kind, target.name);
+        for (target, label) in self.restart_targets_labelled() {
             match self
                 .target_api(target.kind)
                 .get_opt(&target.name)
@@ -1301,6 +1295,16 @@ impl<'a> Io<'a> {
         Ok(view)
     }
 
+    /// The spec's restart targets, each with its label (`Deployment/web`).
+    fn restart_targets_labelled(&self) -> impl Iterator<Item = (&RestartTarget, String)> {
+        self.ak
+            .spec
+            .rotation
+            .iter()
+            .flat_map(|r| r.restart_targets.iter())
+            .map(|t| (t, format!("{:?}/{}", t.kind, t.name)))
+    }
+
     fn target_api(&self, kind: RestartKind) -> Api<DynamicObject> {
         let (kind_name, plural) = match kind {
             RestartKind::Deployment => ("Deployment", "deployments"),
@@ -1320,14 +1324,7 @@ impl<'a> Io<'a> {
         let Some(current) = snap.record.as_ref().and_then(|r| r.current.as_ref()) else {
             return Ok(());
         };
-        for target in self
-            .ak
-            .spec
-            .rotation
-            .iter()
-            .flat_map(|r| r.restart_targets.iter())
-        {
-            let label = format!("{:?}/{}", target.kind, target.name);
+        for (target, label) in self.restart_targets_labelled() {
             if !o.rotation.stale_targets.contains(&label) {
                 continue;
             }
