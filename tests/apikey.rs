@@ -130,19 +130,16 @@ async fn converged_keys_make_no_writes_on_resync_or_restart() {
     let before = op.wait_ready("quiet").await;
     let key = op.key_in("quiet", "api-key").await.expect("key");
     op.wait_event("KeyIssued", "Normal").await;
+    op.wait_idle().await;
     // A resync: watches dropped, lists and watches re-established.
     op.h().reset_counters();
     op.h().drop_watches();
-    for _ in 0..1500 {
-        if op.h().count("watch", "apikeys") > 0 && op.h().count("watch", "secrets") >= 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(
-        op.h().count("watch", "apikeys") > 0,
-        "the controller watched again"
-    );
+    common::eventually("the controller to watch again", || async {
+        (op.h().count("watch", "apikeys") > 0 && op.h().count("watch", "secrets") >= 2)
+            .then_some(())
+    })
+    .await;
+    op.wait_idle().await;
     assert_eq!(
         op.h().writes(),
         0,
@@ -152,26 +149,16 @@ async fn converged_keys_make_no_writes_on_resync_or_restart() {
     op.apply("nudge", json!({})).await;
     op.wait_ready("nudge").await;
     // Its KeyIssued Event lands just after Ready: wait for it before counting again.
-    let events: kube::Api<k8s_openapi::api::core::v1::Event> =
-        kube::Api::default_namespaced(op.client.clone());
-    for _ in 0..1500 {
-        let issued = events
-            .list(&Default::default())
-            .await
-            .expect("events")
-            .items
-            .iter()
-            .filter(|e| e.reason.as_deref() == Some("KeyIssued"))
-            .count();
-        if issued == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    op.wait_events("KeyIssued", "Normal", 2).await;
+    op.wait_idle().await;
     // A restart: new caches, every object reconciled again.
     op.h().reset_counters();
     op.restart().await;
-    op.wait_reconciles_past(1).await; // both ApiKeys reconciled by the new process
+    op.wait_idle().await; // listed, both ApiKeys reconciled, nothing pending
+    assert!(
+        op.reconciles() >= 2,
+        "both ApiKeys reconciled after the restart"
+    );
     let writes = op.h().writes();
     assert_eq!(writes, 0, "writes after restart: {:?}", op.h().counters());
     assert!(
@@ -246,13 +233,19 @@ async fn a_secret_name_used_by_another_apikey_is_a_conflict() {
 
 impl Operator {
     async fn wait_gone(&self, name: &str) {
-        for _ in 0..1500 {
-            if self.apikeys().get_opt(name).await.expect("get").is_none() {
-                return;
+        let apikeys = self.apikeys();
+        common::eventually(&format!("ApiKey {name} to be deleted"), || {
+            let apikeys = apikeys.clone();
+            async move {
+                apikeys
+                    .get_opt(name)
+                    .await
+                    .expect("get")
+                    .is_none()
+                    .then_some(())
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("ApiKey {name} was never deleted");
+        })
+        .await;
     }
 }
 
@@ -391,26 +384,7 @@ async fn lost_and_tampered_secrets_get_new_keys_and_moves_keep_the_key() {
         Some(third.as_str()),
         "same key, new Secret"
     );
-    for _ in 0..500 {
-        if op
-            .secrets()
-            .get_opt("fragile")
-            .await
-            .expect("get")
-            .is_none()
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(
-        op.secrets()
-            .get_opt("fragile")
-            .await
-            .expect("get")
-            .is_none(),
-        "old Secret deleted"
-    );
+    op.wait_secret_gone("fragile").await; // the old Secret is deleted
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -784,21 +758,19 @@ async fn a_replaced_pepper_is_rekeyed_from_the_workload_secret() {
         .await
         .expect("pepper lost");
     op.restart().await; // creates a new pepper
-    let mut rekeyed = None;
-    for _ in 0..500 {
-        let current = op
-            .record(&ak)
-            .await
-            .expect("record")
-            .current
-            .expect("current");
-        if current.pepper_id != before.pepper_id {
-            rekeyed = Some(current);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let after = rekeyed.expect("the record was re-keyed under the new pepper after the restart");
+    let after = common::eventually(
+        "the record re-keyed under the new pepper after the restart",
+        || async {
+            let current = op
+                .record(&ak)
+                .await
+                .expect("record")
+                .current
+                .expect("current");
+            (current.pepper_id != before.pepper_id).then_some(current)
+        },
+    )
+    .await;
     let pepper_secret = op
         .records()
         .get(keyward::controller::PEPPER_SECRET)

@@ -497,7 +497,7 @@ fn get_watch_streams_rows_with_printer_columns() {
     let out = pg.kubectl_stdin(&["apply", "-f", "-"], Some(manifest));
     assert!(out.status.success());
     let mut lines = Vec::new();
-    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) {
+    while let Ok(line) = rx.recv_timeout(common::PATIENCE) {
         let ready = line.starts_with("watched") && line.contains("True") && line.contains("kw_");
         lines.push(line);
         if ready {

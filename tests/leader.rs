@@ -45,7 +45,8 @@ async fn issued_by(client: &kube::Client, apikeys: &Api<ApiKey>, name: &str) -> 
         .await
         .expect("applied");
     let events: Api<Event> = Api::default_namespaced(client.clone());
-    for _ in 0..1500 {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while std::time::Instant::now() < deadline {
         let list = events
             .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
             .await
@@ -77,14 +78,18 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
         .arg("-TERM")
         .arg(child.id().to_string())
         .status();
-    for _ in 0..200 {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while std::time::Instant::now() < deadline {
         if let Some(status) = child.try_wait().expect("wait") {
             return status;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
     let _ = child.kill();
-    panic!("replica did not stop within 5s");
+    panic!(
+        "replica did not stop within {:?} of SIGTERM",
+        common::PATIENCE
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -94,15 +99,7 @@ async fn one_replica_leads_and_a_successor_takes_over() {
     let mut a = replica(&kubeconfig, "replica-a");
     let mut b = replica(&kubeconfig, "replica-b");
     let leases: Api<Lease> = Api::namespaced(client.clone(), HASH_NS);
-    let mut leader = None;
-    for _ in 0..500 {
-        leader = holder(&leases).await;
-        if leader.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let leader = leader.expect("a leader was elected");
+    let leader = common::eventually("a leader to be elected", || holder(&leases)).await;
     let apikeys: Api<ApiKey> = Api::default_namespaced(client.clone());
     assert_eq!(
         issued_by(&client, &apikeys, "first").await,
@@ -116,15 +113,11 @@ async fn one_replica_leads_and_a_successor_takes_over() {
     };
     let status = tokio::task::block_in_place(|| terminate(stopping));
     assert!(status.success(), "the leader stops cleanly: {status:?}");
-    let mut took_over = false;
-    for _ in 0..600 {
-        if holder(&leases).await.as_deref() == Some(successor) {
-            took_over = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(took_over, "{successor} took the released Lease");
+    common::eventually(
+        &format!("{successor} to take the released Lease"),
+        || async { (holder(&leases).await.as_deref() == Some(successor)).then_some(()) },
+    )
+    .await;
     assert_eq!(
         issued_by(&client, &apikeys, "second").await,
         successor,
@@ -182,7 +175,7 @@ async fn metrics_and_health_endpoints() {
             }
         }
     });
-    let addr = tokio::task::block_in_place(|| rx.recv_timeout(Duration::from_secs(30)))
+    let addr = tokio::task::block_in_place(|| rx.recv_timeout(common::PATIENCE))
         .expect("the bound metrics address is logged");
     let apikeys: Api<ApiKey> = Api::default_namespaced(client.clone());
     let body = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey", "metadata": {"name": "watched"},
@@ -191,14 +184,12 @@ async fn metrics_and_health_endpoints() {
         .patch("watched", &PatchParams::apply("test"), &Patch::Apply(&body))
         .await
         .expect("applied");
-    let mut text = String::new();
-    for _ in 0..500 {
-        text = tokio::task::block_in_place(|| http_get(&addr, "/metrics")).1;
-        if text.contains("keyward_apikey_next_rotation_timestamp_seconds{") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let text = common::eventually("the key's timestamps in /metrics", || async {
+        let text = tokio::task::block_in_place(|| http_get(&addr, "/metrics")).1;
+        text.contains("keyward_apikey_next_rotation_timestamp_seconds{")
+            .then_some(text)
+    })
+    .await;
     let ak = apikeys.get("watched").await.expect("get");
     let status = ak.status.expect("status");
     let expiry = status.expires_at.expect("expiresAt").0.as_second();

@@ -15,18 +15,17 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 async fn wait_ready(api: &Api<ApiKey>, name: &str) {
-    for _ in 0..1500 {
-        if let Some(ak) = api.get_opt(name).await.expect("get")
-            && ak.status.as_ref().is_some_and(|s| {
+    common::eventually(&format!("{name} to become Ready"), || async {
+        let ak = api.get_opt(name).await.expect("get")?;
+        ak.status
+            .as_ref()
+            .is_some_and(|s| {
                 keyward::conditions::ready(&s.conditions)
                     .is_some_and(|c| c.status == keyward::crd::ConditionStatus::True)
             })
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("{name} never became Ready");
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -107,20 +106,17 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
     let revealed = String::from_utf8_lossy(&reveal.stdout).trim().to_string();
     assert_eq!(revealed, shown_in_secret);
     // Let the operator observe the reveal (and log whatever it logs about it).
-    for _ in 0..1500 {
+    common::eventually("the operator to record the reveal", || async {
         let ak = apikeys.get("shown").await.expect("get");
-        if ak.status.and_then(|s| s.revealed_at).is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        ak.status.and_then(|s| s.revealed_at).map(|_| ())
+    })
+    .await;
 
     // Present every key to the verifier (both endpoints, good and bad) so its handling of
     // plain keys is in the scanned logs too.
-    let mut verifier = None;
-    for _ in 0..500 {
+    let verifier = common::eventually("the verifier address in the log", || async {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        verifier = log.lines().find_map(|l| {
+        log.lines().find_map(|l| {
             let at = l.find("verifier=")?;
             Some(
                 l[at + "verifier=".len()..]
@@ -128,13 +124,9 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
                     .next()?
                     .to_string(),
             )
-        });
-        if verifier.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let verifier = verifier.expect("the verifier address is logged");
+        })
+    })
+    .await;
     for key in [
         generated.as_str(),
         imported,
@@ -142,16 +134,19 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
         "kw_not-a-real-key-at-all-0123456789abcdefgh",
     ] {
         let body = json!({"key": key}).to_string();
-        for _ in 0..200 {
+        let expected = if key.starts_with("kw_not") {
+            "\"code\":\"MALFORMED\""
+        } else {
+            "\"code\":\"VALID\""
+        };
+        common::eventually(&format!("the verifier to answer {expected}"), || async {
             let (code, _, answer) = tokio::task::block_in_place(|| {
                 common::http(&verifier, "POST", "/v1/keys/verify", &[], &body)
             });
             assert_eq!(code, 200);
-            if answer.contains("VALID") || key.starts_with("kw_not") {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+            answer.contains(expected).then_some(())
+        })
+        .await;
         let bearer = format!("Bearer {key}");
         tokio::task::block_in_place(|| {
             common::http(

@@ -27,13 +27,11 @@ async fn start_verifier(op: &Operator, status: u16) -> String {
     .await
     .expect("verifier starts");
     let (addr, verifier) = (running.addr, running.verifier.clone());
-    for _ in 0..500 {
-        if verifier.is_ready() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(verifier.is_ready());
+    common::eventually("the verifier's index to sync", || {
+        let ready = verifier.is_ready();
+        async move { ready.then_some(()) }
+    })
+    .await;
     addr.to_string()
 }
 
@@ -51,15 +49,11 @@ fn verify_json(addr: &str, key: &str) -> Value {
 
 /// Polls until the verifier answers `code` for `key` (its index follows a watch).
 async fn until_code(addr: &str, key: &str, code: &str) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..1000 {
-        last = tokio::task::block_in_place(|| verify_json(addr, key));
-        if last["code"] == code {
-            return last;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("verifier never answered {code}; last: {last}");
+    common::eventually(&format!("the verifier to answer {code}"), || async {
+        let answer = tokio::task::block_in_place(|| verify_json(addr, key));
+        (answer["code"] == code).then_some(answer)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -321,6 +315,8 @@ async fn usage_is_flushed_in_batches_and_replicas_add_up() {
     let key = op.key_in("used", "api-key").await.expect("key");
     until_code(&a, &key, "VALID").await; // counts 1 on replica a
     until_code(&b, &key, "VALID").await; // counts 1 on replica b
+    // The issuing passes' own writes trigger one more pass: let it run before counting.
+    op.wait_idle().await;
     let passes = op.reconciles();
     for addr in [&a, &a, &b, &b] {
         assert_eq!(
@@ -340,11 +336,15 @@ async fn usage_is_flushed_in_batches_and_replicas_add_up() {
         .await;
     assert!(
         ak.status
-            .and_then(|s| s.usage)
-            .and_then(|u| u.last_used_at)
+            .as_ref()
+            .and_then(|s| s.usage.as_ref())
+            .and_then(|u| u.last_used_at.as_ref())
             .is_some()
     );
-    // Usage is status-only: the controller does no work for it.
+    // Usage is status-only: once the controller has seen the last flush, and anything it
+    // started has finished, it has done no work for it.
+    op.wait_seen(&ak).await;
+    op.wait_idle().await;
     assert_eq!(op.reconciles(), passes, "no reconcile for usage flushes");
     let ready = op.apikeys().get("used").await.expect("get");
     assert!(

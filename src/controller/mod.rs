@@ -1,6 +1,7 @@
 //! The controllers and what they share: the client, configuration, clock, pepper, Event
 //! recorder and per-object retry backoff.
 
+pub mod activity;
 pub mod apikey;
 pub mod leader;
 
@@ -152,6 +153,8 @@ pub struct Context {
     pub reconciles: std::sync::atomic::AtomicU64,
     /// Prometheus metrics; replace before sharing the Context to use a process-wide set.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What the controllers are doing (idle or not, for tests and benchmarks).
+    pub activity: Arc<activity::Activity>,
     /// The last status written per object, with the resourceVersion it was based on: while
     /// the cache still shows that version, the memo is the truth (no second write with a
     /// fresh transition time).
@@ -174,6 +177,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             reconciles: std::sync::atomic::AtomicU64::new(0),
             metrics: Arc::new(crate::metrics::Metrics::default()),
+            activity: Arc::new(activity::Activity::default()),
             status_memo: Mutex::new(HashMap::new()),
         }
     }

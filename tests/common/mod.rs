@@ -10,6 +10,44 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// How long any wait in the tests may take before it fails: generous, since 2 loaded
+/// cores can be slow; a passing wait returns as soon as its condition holds.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `probe` until it returns `Some`, for at most [`PATIENCE`]; fails naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up after {PATIENCE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`eventually`] for plain threads.
+pub fn eventually_blocking<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up after {PATIENCE:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -67,7 +105,7 @@ impl Playground {
         });
         let mut lines = Vec::new();
         loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
+            match rx.recv_timeout(PATIENCE) {
                 Ok(line) => {
                     let done = line.starts_with("Press Ctrl-C");
                     lines.push(line);
@@ -162,14 +200,16 @@ impl Playground {
             .arg("-TERM")
             .arg(child.id().to_string())
             .status();
-        for _ in 0..100 {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::time::Instant::now() < deadline {
             if let Some(status) = child.try_wait().expect("wait") {
                 return status;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
-        panic!("playground did not exit within 5s of SIGTERM");
+        let _ = child.wait();
+        panic!("playground did not exit within {PATIENCE:?} of SIGTERM");
     }
 
     /// Writes a file in the test's temp dir and returns its path.

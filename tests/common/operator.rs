@@ -188,10 +188,11 @@ impl Operator {
             .expect("ApiKey applied")
     }
 
-    /// Polls until `done` holds (30 s at most).
+    /// Polls until `done` holds (for [`super::PATIENCE`] at most).
     pub async fn wait_for(&self, name: &str, what: &str, done: impl Fn(&ApiKey) -> bool) -> ApiKey {
         let mut last = None;
-        for _ in 0..1500 {
+        let deadline = std::time::Instant::now() + super::PATIENCE;
+        while std::time::Instant::now() < deadline {
             if let Some(ak) = self.apikeys().get_opt(name).await.expect("get ApiKey") {
                 if done(&ak) {
                     return ak;
@@ -227,15 +228,45 @@ impl Operator {
         .await
     }
 
-    /// Waits until the reconcile counter passes `after` (a pass has finished).
-    pub async fn wait_reconciles_past(&self, after: u64) {
-        for _ in 0..1500 {
-            if self.reconciles() > after {
+    /// Waits until the controllers are idle: no reconcile running, no trigger waiting, no
+    /// requeue due within 10 s, and every write of theirs seen by their watches (30 s at
+    /// most). Counts taken after this are not racing a pass still to come.
+    pub async fn wait_idle(&self) {
+        let activity = self
+            .ctx
+            .as_ref()
+            .expect("controllers running")
+            .activity
+            .clone();
+        let mut busy = Vec::new();
+        let deadline = std::time::Instant::now() + super::PATIENCE;
+        while std::time::Instant::now() < deadline {
+            busy = activity.busy(Duration::from_secs(10));
+            if busy.is_empty() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("no reconcile ran");
+        panic!("the controllers never became idle: {busy:#?}");
+    }
+
+    /// Waits until the controller's ApiKey watch has delivered `ak`'s resourceVersion: the
+    /// watch event of that change has been handed to the controller.
+    pub async fn wait_seen(&self, ak: &ApiKey) {
+        let activity = self
+            .ctx
+            .as_ref()
+            .expect("controllers running")
+            .activity
+            .clone();
+        let obj = kube::runtime::reflector::ObjectRef::from_obj(ak).erase();
+        let version = ak.metadata.resource_version.clone().unwrap_or_default();
+        let what = format!("the controller to see {obj} at {version:?}");
+        super::eventually(&what, || {
+            let seen = activity.has_seen(&obj, &version);
+            async move { seen.then_some(()) }
+        })
+        .await;
     }
 
     /// The plain key in a Secret's data key.
@@ -275,22 +306,52 @@ pub fn verifies(record: Option<&HashRecord>, key: &str) -> bool {
 }
 
 impl Operator {
-    /// Waits for an Event with this reason and type in `default` (30 s at most).
+    /// Waits for an Event with this reason and type in the test's namespace.
     pub async fn wait_event(&self, reason: &str, type_: &str) -> k8s_openapi::api::core::v1::Event {
+        self.wait_events(reason, type_, 1).await.remove(0)
+    }
+
+    /// Waits until there are `n` Events with this reason and type; returns them.
+    pub async fn wait_events(
+        &self,
+        reason: &str,
+        type_: &str,
+        n: usize,
+    ) -> Vec<k8s_openapi::api::core::v1::Event> {
         let events: Api<k8s_openapi::api::core::v1::Event> =
             Api::default_namespaced(self.client.clone());
-        for _ in 0..1500 {
-            let list = events.list(&Default::default()).await.expect("events");
-            if let Some(e) = list
-                .items
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some(type_))
-            {
-                return e;
+        super::eventually(&format!("{n} {type_} Event(s) {reason}"), || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&Default::default()).await.expect("events");
+                let found: Vec<_> = list
+                    .items
+                    .into_iter()
+                    .filter(|e| {
+                        e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some(type_)
+                    })
+                    .collect();
+                (found.len() >= n).then_some(found)
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no {type_} Event {reason}");
+        })
+        .await
+    }
+
+    /// Waits until the Secret `name` is gone.
+    pub async fn wait_secret_gone(&self, name: &str) {
+        let secrets = self.secrets();
+        super::eventually(&format!("Secret {name} to be deleted"), || {
+            let secrets = secrets.clone();
+            async move {
+                secrets
+                    .get_opt(name)
+                    .await
+                    .expect("get Secret")
+                    .is_none()
+                    .then_some(())
+            }
+        })
+        .await;
     }
 }
 

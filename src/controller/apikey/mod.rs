@@ -28,6 +28,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use self::plan::{Import, KeyMatch, Observed, RotationView, Source, Step, Workload};
+use super::activity::Activity;
 use super::{Context, FIELD_MANAGER};
 use crate::clock::rfc3339;
 use crate::conditions;
@@ -112,16 +113,33 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
+    let activity = ctx.activity.clone();
     let apikeys: Api<ApiKey> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     let (reader, writer) = reflector::store();
+    let main_watch = activity.watch::<ApiKey>(namespace.as_deref(), None);
+    let seen = activity.clone();
+    let triggered = activity.clone();
     let main = watcher(apikeys, watcher::Config::default())
         .default_backoff()
+        .inspect(move |e| {
+            if let Ok(e) = e {
+                seen.saw(main_watch, e);
+            }
+        })
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(relevant_change, Default::default());
+        .predicate_filter(relevant_change, Default::default())
+        .inspect(move |ak| {
+            if let Ok(ak) = ak {
+                triggered.triggered(ObjectRef::from_obj(ak).erase());
+            }
+        });
+    let managed_watch =
+        activity.watch::<Secret>(None, Some((labels::MANAGED_BY, labels::MANAGED_BY_VALUE)));
+    let seen = activity.clone();
     let managed = watcher(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default().labels(&format!(
@@ -131,18 +149,32 @@ pub async fn run(
         )),
     )
     .default_backoff()
+    .inspect(move |e| {
+        if let Ok(e) = e {
+            seen.saw(managed_watch, e);
+        }
+    })
     .touched_objects();
     // Metadata only: memory grows by object metadata, never other Secrets' data.
     let references: Api<PartialObjectMeta<Secret>> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    let referenced_watch = activity.watch::<Secret>(namespace.as_deref(), None);
+    let seen = activity.clone();
     let referenced = watcher(references, watcher::Config::default())
         .default_backoff()
+        .inspect(move |e| {
+            if let Ok(e) = e {
+                seen.saw(referenced_watch, e);
+            }
+        })
         .touched_objects();
     let store = reader.clone();
+    activity.controller(reader.clone());
+    let (on_managed, on_referenced, on_start) = (activity.clone(), activity.clone(), activity);
     Controller::for_stream(main, reader)
-        .watches_stream(managed, |secret: Secret| {
+        .watches_stream(managed, move |secret: Secret| {
             let l = secret.labels();
             let name = l.get(labels::APIKEY)?;
             let ns = if l.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_HASH) {
@@ -150,13 +182,15 @@ pub async fn run(
             } else {
                 secret.namespace()?
             };
-            Some(ObjectRef::<ApiKey>::new(name).within(&ns))
+            let target = ObjectRef::<ApiKey>::new(name).within(&ns);
+            on_managed.triggered(target.clone().erase());
+            Some(target)
         })
         .watches_stream(referenced, move |meta: PartialObjectMeta<Secret>| {
             // Secrets keyward does not manage but an ApiKey names: an import source, or a
             // Secret in the way of one (SecretConflict clears when it goes).
             let (ns, name) = (meta.namespace().unwrap_or_default(), meta.name_any());
-            store
+            let targets = store
                 .state()
                 .into_iter()
                 .filter(|ak| ak.namespace().as_deref() == Some(ns.as_str()))
@@ -168,10 +202,21 @@ pub async fn run(
                         || ak.spec.secret_name.as_deref().unwrap_or(&ak.name_any()) == name
                 })
                 .map(|ak| ObjectRef::from_obj(&*ak))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            for t in &targets {
+                on_referenced.triggered(t.clone().erase());
+            }
+            targets
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            move |ak, ctx| {
+                on_start.started(ObjectRef::from_obj(&*ak).erase());
+                reconcile(ak, ctx)
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "apikey reconcile loop");
@@ -191,12 +236,17 @@ fn object_key(ak: &ApiKey) -> String {
 fn error_policy(ak: Arc<ApiKey>, error: &Error, ctx: Arc<Context>) -> Action {
     let wait = ctx.backoff(&object_key(&ak));
     tracing::warn!(apikey = %object_key(&ak), step = error.label(), error = %error, retry_in = ?wait, "reconcile failed");
+    // The reconcile ends here (kube-runtime calls this as the failed future resolves).
+    ctx.activity
+        .finished(&ObjectRef::from_obj(&*ak).erase(), Some(wait));
     Action::requeue(wait)
 }
 
 /// One reconcile of one ApiKey.
 pub async fn reconcile(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
+    let target = ObjectRef::from_obj(&*ak).erase();
+    let deleting = ak.metadata.deletion_timestamp.is_some();
     let result = reconcile_inner(ak, ctx.clone()).await;
     ctx.reconciles
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -205,16 +255,26 @@ pub async fn reconcile(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Err
         started.elapsed(),
         result.as_ref().err().map(Error::label),
     );
-    result
+    result.map(|wakeup| {
+        ctx.activity.finished(&target, wakeup);
+        if deleting {
+            ctx.activity.forget(&target);
+        }
+        match wakeup {
+            Some(after) => Action::requeue(after),
+            None => Action::await_change(),
+        }
+    })
 }
 
-async fn reconcile_inner(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// The reconcile; `Ok(Some(d))` asks to run again after `d`, `Ok(None)` only on a change.
+async fn reconcile_inner(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Option<Duration>, Error> {
     let mut io = Io::new(&ak, &ctx)?;
     if ak.metadata.deletion_timestamp.is_some() {
         io.cleanup().await?;
         ctx.forget(&object_key(&ak));
         ctx.metrics.key_times(&io.namespace, &io.name, None, None);
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     io.ensure_finalizer().await?;
     // Each step is one write; run them until converged (normally 1–3 passes).
@@ -229,9 +289,9 @@ async fn reconcile_inner(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, E
                 return Ok(match step {
                     // Secrets that are not ours are watched by metadata; time also heals.
                     Step::Conflict { .. } | Step::ImportFailed { .. } => {
-                        Action::requeue(Duration::from_secs(60))
+                        Some(Duration::from_secs(60))
                     }
-                    _ => Action::await_change(),
+                    _ => None,
                 });
             }
             Step::DiscardPending => io.discard_pending(&snapshot).await?,
@@ -269,11 +329,11 @@ async fn reconcile_inner(ak: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action, E
         }
     }
     // Still moving (someone else is writing too): come back shortly.
-    Ok(Action::requeue(Duration::from_secs(1)))
+    Ok(Some(Duration::from_secs(1)))
 }
 
 /// Requeue at the next instant something changes by itself (expiry, reveal window); no polling.
-fn next_wakeup(o: &Observed) -> Action {
+fn next_wakeup(o: &Observed) -> Option<Duration> {
     let instants = [o.expires_at, o.reveal_deadline, o.rotation.next_at]
         .into_iter()
         .flatten()
@@ -286,14 +346,14 @@ fn next_wakeup(o: &Observed) -> Action {
     match instants.chain(previous.filter(|t| *t > o.now)).min() {
         Some(at) => {
             let wait = at.duration_since(o.now).unsigned_abs();
-            Action::requeue(
+            Some(
                 Duration::from_millis(wait.as_millis().min(u64::MAX as u128) as u64)
                     + Duration::from_millis(5),
             )
         }
         // Missing restart targets are not watched: look again now and then.
-        None if !o.rotation.missing_targets.is_empty() => Action::requeue(Duration::from_secs(60)),
-        None => Action::await_change(),
+        None if !o.rotation.missing_targets.is_empty() => Some(Duration::from_secs(60)),
+        None => None,
     }
 }
 
@@ -422,6 +482,7 @@ impl<'a> Io<'a> {
             )
             .await
             .map_err(kube_err("adding the finalizer"))?;
+        self.ctx.activity.wrote(&patched);
         self.base_rv = patched.metadata.resource_version;
         Ok(())
     }
@@ -437,7 +498,11 @@ impl<'a> Io<'a> {
             .delete(&self.record_name(), &DeleteParams::default())
             .await
         {
-            Ok(_) => {}
+            Ok(deleted) => self.ctx.activity.deleted_either(
+                deleted,
+                &self.ctx.config.hash_namespace,
+                &self.record_name(),
+            ),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(kube_err("deleting the hash record")(e)),
         }
@@ -455,7 +520,8 @@ impl<'a> Io<'a> {
                 .filter(|o| o.uid != self.uid)
                 .collect();
             let patch = json!({"metadata": {"resourceVersion": secret.resource_version(), "ownerReferences": refs}});
-            self.secrets
+            let released = self
+                .secrets
                 .patch(
                     &secret.name_any(),
                     &PatchParams::default(),
@@ -463,6 +529,7 @@ impl<'a> Io<'a> {
                 )
                 .await
                 .map_err(kube_err("releasing the retained Secret"))?;
+            self.ctx.activity.wrote(&released);
         }
         let remaining: Vec<String> = self
             .ak
@@ -485,7 +552,10 @@ impl<'a> Io<'a> {
             )
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(released) => {
+                self.ctx.activity.wrote(&released);
+                Ok(())
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(kube_err("removing the finalizer")(e)),
         }
@@ -839,7 +909,7 @@ impl<'a> Io<'a> {
         let mut secret = record.to_secret(&self.ctx.config.hash_namespace);
         secret.metadata.labels = Some(record::record_labels(&record.apikey));
         let steps = ("creating the hash record", "updating the hash record");
-        create_or_apply(&self.records, secret, existing, steps).await
+        create_or_apply(&self.ctx.activity, &self.records, secret, existing, steps).await
     }
 
     /// The workload Secret as keyward wants it: key (unless revealed), labels, annotations,
@@ -903,7 +973,7 @@ impl<'a> Io<'a> {
             "creating the workload Secret",
             "updating the workload Secret",
         );
-        create_or_apply(&self.secrets, desired, existing, steps).await
+        create_or_apply(&self.ctx.activity, &self.secrets, desired, existing, steps).await
     }
 
     async fn discard_pending(&self, snap: &Snapshot) -> Result<(), Error> {
@@ -1097,7 +1167,10 @@ impl<'a> Io<'a> {
             ..Default::default()
         };
         match self.secrets.delete(from, &precondition).await {
-            Ok(_) => {}
+            Ok(deleted) => self
+                .ctx
+                .activity
+                .deleted_either(deleted, &self.namespace, from),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(e) => return Err(kube_err("deleting the previous workload Secret")(e)),
         }
@@ -1425,7 +1498,8 @@ impl<'a> Io<'a> {
         status.usage = None;
         let patch =
             json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey", "status": status});
-        self.apikeys
+        let written = self
+            .apikeys
             .patch_status(
                 &self.name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
@@ -1433,6 +1507,7 @@ impl<'a> Io<'a> {
             )
             .await
             .map_err(kube_err("writing the status"))?;
+        self.ctx.activity.wrote(&written);
         self.ctx
             .remember_status(&self.key, self.base_rv.clone(), &status);
         if before != after
@@ -1503,6 +1578,7 @@ fn workload_differs(wanted: &Secret, live: &Secret, secret_key: &str) -> bool {
 /// A plain create when `existing` is `None` (so a Secret that appeared meanwhile is a 409,
 /// never merged into), else a server-side apply guarded by `existing`'s resourceVersion.
 async fn create_or_apply(
+    activity: &Activity,
     api: &Api<Secret>,
     mut desired: Secret,
     existing: Option<&Secret>,
@@ -1514,20 +1590,24 @@ async fn create_or_apply(
                 field_manager: Some(FIELD_MANAGER.into()),
                 ..Default::default()
             };
-            api.create(&params, &desired)
+            let created = api
+                .create(&params, &desired)
                 .await
                 .map_err(kube_err(create_step))?;
+            activity.wrote(&created);
         }
         Some(current) => {
             desired.metadata.resource_version = current.resource_version();
             let name = desired.metadata.name.clone().unwrap_or_default();
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&desired),
-            )
-            .await
-            .map_err(kube_err(update_step))?;
+            let applied = api
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&desired),
+                )
+                .await
+                .map_err(kube_err(update_step))?;
+            activity.wrote(&applied);
         }
     }
     Ok(())
@@ -1549,4 +1629,36 @@ fn same_status(a: &ApiKeyStatus, b: &ApiKeyStatus) -> bool {
         ..s.clone()
     };
     strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_only_changes_trigger_nothing() {
+        let mut ak: ApiKey = serde_json::from_value(json!({
+            "apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey",
+            "metadata": {"name": "k", "namespace": "ns", "generation": 1, "resourceVersion": "1"},
+            "spec": {}
+        }))
+        .expect("ApiKey");
+        let before = relevant_change(&ak);
+        // A usage flush: status and resourceVersion change, nothing else.
+        ak.metadata.resource_version = Some("2".into());
+        ak.status = Some(ApiKeyStatus {
+            usage: Some(crate::crd::Usage {
+                count: 6,
+                last_used_at: None,
+            }),
+            ..Default::default()
+        });
+        assert_eq!(relevant_change(&ak), before);
+        // Unrelated metadata neither.
+        ak.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+        assert_eq!(relevant_change(&ak), before);
+        // A rotate request does.
+        ak.metadata.annotations = Some([(annotations::ROTATE.to_string(), "1".to_string())].into());
+        assert_ne!(relevant_change(&ak), before);
+    }
 }

@@ -1,0 +1,475 @@
+//! What the controllers are doing right now, so a caller can tell "busy" from "idle" by a
+//! condition instead of a sleep: reconciles in flight, triggers not yet reconciled, requeues
+//! coming due, and the controllers' own writes whose watch events have not arrived yet.
+//!
+//! Triggers are counted at the moment kube-runtime takes them from a trigger stream, and a
+//! reconcile counts as started when kube-runtime creates its future (both happen inside the
+//! same poll of its runner), so a trigger is either covered by a run that started after it,
+//! or it is still pending. A write is "unseen" until every registered watch that will
+//! deliver it has done so (exact resourceVersion, a deletion, or a relist that began after
+//! the write).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use either::Either;
+use kube::api::DynamicObject;
+use kube::core::Status;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+
+/// An object of any kind.
+pub type AnyRef = ObjectRef<DynamicObject>;
+
+/// A watch's identity within one [`Activity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WatchId(usize);
+
+/// Which objects a watch delivers.
+#[derive(Debug, Clone)]
+struct Scope {
+    kind: String,
+    namespace: Option<String>,
+    /// `key=value` the objects carry, if the watch is label-selected.
+    label: Option<(String, String)>,
+}
+
+impl Scope {
+    fn delivers(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        self.kind == kind
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| Some(ns) == namespace)
+            && self
+                .label
+                .as_ref()
+                .is_none_or(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+#[derive(Debug, Default)]
+struct ObjectState {
+    last_trigger: u64,
+    last_start: u64,
+    running: usize,
+    due: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Unseen {
+    /// The resourceVersion written; `None` when the write was a deletion.
+    resource_version: Option<String>,
+    written: Instant,
+}
+
+/// The resourceVersion of an object in its controller's store, if it is there
+/// (kube-runtime skips triggers for objects that are not).
+type InStore = Box<dyn Fn(&AnyRef) -> Option<String> + Send + Sync>;
+
+#[derive(Default)]
+struct State {
+    stores: HashMap<String, InStore>,
+    seq: u64,
+    objects: HashMap<AnyRef, ObjectState>,
+    watches: Vec<Scope>,
+    relist_started: HashMap<WatchId, Instant>,
+    /// Watches whose (re)list has completed and not restarted since.
+    synced: std::collections::HashSet<WatchId>,
+    unseen: HashMap<(WatchId, AnyRef), Unseen>,
+    /// Recent events, oldest first: a watch event can arrive before the write's own answer.
+    recent: std::collections::VecDeque<(Instant, WatchId, AnyRef, Option<String>)>,
+}
+
+/// How long (and how many) recent events are kept to match writes answered late.
+const RECENT_WINDOW: Duration = Duration::from_secs(10);
+const RECENT_LIMIT: usize = 20_000;
+
+/// Writes older than this are assumed seen: a bound on memory if a watch never delivers.
+const UNSEEN_LIMIT: Duration = Duration::from_secs(300);
+
+/// The activity of one operator process (shared by all its controllers).
+#[derive(Default)]
+pub struct Activity {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Activity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activity").finish_non_exhaustive()
+    }
+}
+
+impl State {
+    fn remember(&mut self, id: WatchId, obj: &AnyRef, resource_version: Option<String>) {
+        let now = Instant::now();
+        while self.recent.len() >= RECENT_LIMIT
+            || self
+                .recent
+                .front()
+                .is_some_and(|(t, ..)| now.duration_since(*t) > RECENT_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        self.recent
+            .push_back((now, id, obj.clone(), resource_version));
+    }
+
+    fn exists(&self, obj: &AnyRef) -> bool {
+        self.stores
+            .get(&obj.dyntype.kind)
+            .is_none_or(|in_store| in_store(obj).is_some())
+    }
+}
+
+fn erase<K: Resource<DynamicType = ()>>(obj: &K) -> AnyRef {
+    ObjectRef::from_obj(obj).erase()
+}
+
+impl Activity {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a watch of `K` (in `namespace`, or all), label-selected by `label`.
+    pub fn watch<K: Resource<DynamicType = ()>>(
+        &self,
+        namespace: Option<&str>,
+        label: Option<(&str, &str)>,
+    ) -> WatchId {
+        let mut s = self.lock();
+        s.watches.push(Scope {
+            kind: K::kind(&()).into_owned(),
+            namespace: namespace.map(String::from),
+            label: label.map(|(k, v)| (k.to_string(), v.to_string())),
+        });
+        WatchId(s.watches.len() - 1)
+    }
+
+    /// Registers the store a controller of `K` reconciles from: triggers for objects not
+    /// in it are dropped by kube-runtime, so they do not count as pending.
+    pub fn controller<K>(&self, store: Store<K>)
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let in_store = move |obj: &AnyRef| {
+            let mut r = ObjectRef::<K>::new(&obj.name);
+            r.namespace = obj.namespace.clone();
+            store
+                .get(&r)
+                .map(|o| o.resource_version().unwrap_or_default())
+        };
+        self.lock()
+            .stores
+            .insert(K::kind(&()).into_owned(), Box::new(in_store));
+    }
+
+    /// Whether a watch of the controllers has delivered `obj` at `resource_version` (in the
+    /// last 10 s, or it is what a controller's store holds now): the controller has seen
+    /// that change, and triggered on it or not.
+    pub fn has_seen(&self, obj: &AnyRef, resource_version: &str) -> bool {
+        let s = self.lock();
+        let in_store = s
+            .stores
+            .get(&obj.dyntype.kind)
+            .and_then(|in_store| in_store(obj));
+        in_store.as_deref() == Some(resource_version)
+            || s.recent
+                .iter()
+                .any(|(_, _, o, rv)| o == obj && rv.as_deref() == Some(resource_version))
+    }
+
+    /// Notes a raw event of watch `id` (before any filtering).
+    pub fn saw<K: Resource<DynamicType = ()>>(&self, id: WatchId, event: &watcher::Event<K>) {
+        let mut s = self.lock();
+        match event {
+            watcher::Event::Init => {
+                s.relist_started.insert(id, Instant::now());
+                s.synced.remove(&id);
+            }
+            watcher::Event::InitDone => {
+                s.synced.insert(id);
+                if let Some(started) = s.relist_started.remove(&id) {
+                    s.unseen.retain(|(w, _), u| *w != id || u.written > started);
+                }
+            }
+            watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
+                let key = (id, erase(obj));
+                s.remember(id, &key.1, obj.resource_version());
+                if s.unseen.get(&key).is_some_and(|u| {
+                    u.resource_version.is_some() && u.resource_version == obj.resource_version()
+                }) {
+                    s.unseen.remove(&key);
+                }
+            }
+            watcher::Event::Delete(obj) => {
+                let key = (id, erase(obj));
+                s.remember(id, &key.1, None);
+                s.unseen.remove(&key);
+            }
+        }
+    }
+
+    /// Notes a write the controller made; `written` is the object the API returned, or
+    /// `None` with `deleted` for a deletion that removed the object.
+    pub fn wrote<K: Resource<DynamicType = ()>>(&self, written: &K) {
+        let rv = written.resource_version();
+        self.expect(written, rv);
+    }
+
+    /// Notes a deletion that removed `obj`.
+    pub fn deleted<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        self.expect(obj, None);
+    }
+
+    /// Notes the answer to a DELETE of `namespace/name`: the object still there (finalizers
+    /// pending, a new version) or gone.
+    pub fn deleted_either<K>(&self, answer: Either<K, Status>, namespace: &str, name: &str)
+    where
+        K: Resource<DynamicType = ()> + Default,
+    {
+        match answer {
+            Either::Left(still_there) => self.wrote(&still_there),
+            Either::Right(_) => {
+                let mut gone = K::default();
+                gone.meta_mut().name = Some(name.to_string());
+                gone.meta_mut().namespace = Some(namespace.to_string());
+                self.deleted(&gone);
+            }
+        }
+    }
+
+    fn expect<K: Resource<DynamicType = ()>>(&self, obj: &K, resource_version: Option<String>) {
+        let kind = K::kind(&());
+        let namespace = obj.namespace();
+        let key = erase(obj);
+        let now = Instant::now();
+        let mut s = self.lock();
+        s.unseen
+            .retain(|_, u| now.duration_since(u.written) < UNSEEN_LIMIT);
+        let ids: Vec<WatchId> = s
+            .watches
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.delivers(&kind, namespace.as_deref(), obj.labels()))
+            .map(|(i, _)| WatchId(i))
+            .collect();
+        for id in ids {
+            let already = s
+                .recent
+                .iter()
+                .any(|(_, w, o, rv)| *w == id && *o == key && *rv == resource_version);
+            if already {
+                continue;
+            }
+            s.unseen.insert(
+                (id, key.clone()),
+                Unseen {
+                    resource_version: resource_version.clone(),
+                    written: now,
+                },
+            );
+        }
+    }
+
+    /// Notes that a trigger for `obj` was handed to the controller.
+    pub fn triggered(&self, obj: AnyRef) {
+        let mut s = self.lock();
+        if !s.exists(&obj) {
+            return;
+        }
+        s.seq += 1;
+        let seq = s.seq;
+        s.objects.entry(obj).or_default().last_trigger = seq;
+    }
+
+    /// Notes that a reconcile of `obj` was started (call synchronously when the runner
+    /// creates the reconcile, not inside its future).
+    pub fn started(&self, obj: AnyRef) {
+        let mut s = self.lock();
+        s.seq += 1;
+        let seq = s.seq;
+        let o = s.objects.entry(obj).or_default();
+        o.last_start = seq;
+        o.running += 1;
+        o.due = None;
+    }
+
+    /// Notes that a reconcile of `obj` ended, asking to run again after `requeue`.
+    pub fn finished(&self, obj: &AnyRef, requeue: Option<Duration>) {
+        let mut s = self.lock();
+        if let Some(o) = s.objects.get_mut(obj) {
+            o.running = o.running.saturating_sub(1);
+            o.due = requeue.map(|d| Instant::now() + d);
+        }
+    }
+
+    /// Forgets a deleted object.
+    pub fn forget(&self, obj: &AnyRef) {
+        let mut s = self.lock();
+        if s.objects.get(obj).is_some_and(|o| o.running == 0) {
+            s.objects.remove(obj);
+        }
+    }
+
+    /// Why the controllers are not idle (empty when they are): a watch still listing, a
+    /// reconcile running, a trigger not yet reconciled, a requeue due within `horizon`, or
+    /// an unseen own write.
+    pub fn busy(&self, horizon: Duration) -> Vec<String> {
+        let s = self.lock();
+        let now = Instant::now();
+        let mut why = Vec::new();
+        if s.watches.is_empty() {
+            why.push("no controller has started watching yet".to_string());
+        }
+        for (i, w) in s.watches.iter().enumerate() {
+            if !s.synced.contains(&WatchId(i)) {
+                why.push(format!(
+                    "watch of {} in {:?} still listing",
+                    w.kind, w.namespace
+                ));
+            }
+        }
+        for (obj, o) in &s.objects {
+            if o.running == 0 && !s.exists(obj) {
+                continue;
+            }
+            if o.running > 0 {
+                why.push(format!("reconciling {obj}"));
+            } else if o.last_trigger > o.last_start {
+                why.push(format!("{obj} triggered, not yet reconciled"));
+            } else if o.due.is_some_and(|d| d <= now + horizon) {
+                why.push(format!("{obj} requeued within {horizon:?}"));
+            }
+        }
+        for ((id, obj), u) in &s.unseen {
+            if now.duration_since(u.written) < UNSEEN_LIMIT {
+                why.push(format!(
+                    "own write of {obj} not yet seen by watch of {}",
+                    s.watches[id.0].kind
+                ));
+            }
+        }
+        why.sort();
+        why
+    }
+
+    /// Whether nothing is running, pending, or due within `horizon`.
+    pub fn is_idle(&self, horizon: Duration) -> bool {
+        self.busy(horizon).is_empty()
+    }
+
+    /// Triggers handed to the controllers for `obj` so far.
+    pub fn triggers_of(&self, obj: &AnyRef) -> u64 {
+        // Counted by the sequence, so only "changed or not" is meaningful to callers.
+        self.lock().objects.get(obj).map_or(0, |o| o.last_trigger)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::ObjectMeta;
+
+    fn secret(name: &str, rv: &str, managed: bool) -> Secret {
+        let mut labels = std::collections::BTreeMap::new();
+        if managed {
+            labels.insert("app.kubernetes.io/managed-by".into(), "keyward".into());
+        }
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(rv.into()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_trigger_is_pending_until_a_reconcile_starts_after_it() {
+        let a = Activity::default();
+        assert!(!a.is_idle(Duration::from_secs(10)), "nothing started yet");
+        let w = a.watch::<Secret>(None, None);
+        a.saw::<Secret>(w, &watcher::Event::Init);
+        a.saw::<Secret>(w, &watcher::Event::InitDone);
+        let obj = erase(&secret("s", "1", false));
+        assert!(a.is_idle(Duration::from_secs(10)));
+        a.triggered(obj.clone());
+        assert!(!a.is_idle(Duration::from_secs(10)));
+        a.started(obj.clone());
+        assert!(!a.is_idle(Duration::from_secs(10)), "running");
+        a.triggered(obj.clone()); // arrives while running: kube-runtime reruns
+        a.finished(&obj, None);
+        assert!(
+            !a.is_idle(Duration::from_secs(10)),
+            "the rerun is still due"
+        );
+        a.started(obj.clone());
+        a.finished(&obj, Some(Duration::from_secs(5)));
+        assert!(!a.is_idle(Duration::from_secs(10)), "requeued soon");
+        assert!(
+            a.is_idle(Duration::from_secs(1)),
+            "requeued later than the horizon"
+        );
+    }
+
+    #[test]
+    fn own_writes_are_unseen_until_each_watch_that_delivers_them_did() {
+        let a = Activity::default();
+        let managed = a.watch::<Secret>(None, Some(("app.kubernetes.io/managed-by", "keyward")));
+        let all = a.watch::<Secret>(Some("ns"), None);
+        let other_ns = a.watch::<Secret>(Some("elsewhere"), None);
+        assert_eq!(a.busy(Duration::ZERO).len(), 3, "nothing listed yet");
+        for w in [managed, all, other_ns] {
+            a.saw::<Secret>(w, &watcher::Event::Init);
+            a.saw::<Secret>(w, &watcher::Event::InitDone);
+        }
+        let written = secret("s", "7", true);
+        a.wrote(&written);
+        assert_eq!(
+            a.busy(Duration::ZERO).len(),
+            2,
+            "{:?}",
+            a.busy(Duration::ZERO)
+        );
+        // An event that overtook the write's answer counts as seen.
+        let early = secret("u", "8", true);
+        a.saw(managed, &watcher::Event::Apply(early.clone()));
+        a.wrote(&early);
+        assert_eq!(
+            a.busy(Duration::ZERO).len(),
+            3,
+            "only the other watch is still due"
+        );
+        a.saw(all, &watcher::Event::Apply(early));
+        a.saw(managed, &watcher::Event::Apply(secret("s", "6", true)));
+        assert_eq!(
+            a.busy(Duration::ZERO).len(),
+            2,
+            "an older version is not ours"
+        );
+        a.saw(managed, &watcher::Event::Apply(written.clone()));
+        a.saw(other_ns, &watcher::Event::Apply(written.clone()));
+        assert_eq!(a.busy(Duration::ZERO).len(), 1);
+        // A relist that started after the write shows it (or something later).
+        a.saw::<Secret>(all, &watcher::Event::Init);
+        a.saw::<Secret>(all, &watcher::Event::InitDone);
+        assert!(a.is_idle(Duration::ZERO));
+        // Unlabelled writes are not expected from the label-selected watch.
+        a.deleted(&secret("t", "9", false));
+        assert_eq!(a.busy(Duration::ZERO).len(), 1);
+        a.saw(all, &watcher::Event::Delete(secret("t", "9", false)));
+        assert!(a.is_idle(Duration::ZERO));
+    }
+}
