@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod duration;
+pub mod hashing;
 pub mod history;
 pub mod keys;
 pub mod metrics;

@@ -46,6 +46,9 @@ pub struct KeyHash {
     pub expires_at: Option<String>,
     #[serde(default)]
     pub imported: bool,
+    /// An imported key below the entropy floor (the `WeakKey` advisory).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub weak: bool,
 }
 
 /// A key replaced by a rotation, valid until its own grace ends.
@@ -87,6 +90,28 @@ pub struct RotationState {
     pub last_revocation: Option<String>,
 }
 
+/// The Secret an imported key was read from, at the version it was read: while the source
+/// shows that version, the key has not changed and need not be read again.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportSource {
+    pub name: String,
+    pub key: String,
+    pub resource_version: String,
+}
+
+/// A restart target as keyward last found it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartState {
+    /// The fingerprint of the key it was last rolled for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_for: Option<String>,
+    /// It did not exist when last looked at.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing: bool,
+}
+
 /// Which ApiKey a record serves.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -123,6 +148,13 @@ pub struct HashRecord {
     /// of that Secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Entry>,
+    /// Where the current imported key was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_source: Option<ImportSource>,
+    /// Restart targets (`Deployment/web`) and what keyward last did to them, so a
+    /// converged key needs no read of any workload.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restarts: BTreeMap<String, RestartState>,
 }
 
 /// Why a record Secret could not be read.

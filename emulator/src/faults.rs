@@ -54,10 +54,28 @@ impl Fault {
     }
 }
 
+/// One request as the emulator saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub verb: String,
+    /// API group (`""` for core).
+    pub group: String,
+    /// Plural resource name (`secrets`).
+    pub resource: String,
+    pub subresource: Option<String>,
+    /// `None` for cluster-wide (or cluster-scoped) requests.
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+/// Requests kept in the log, newest last; older ones are dropped.
+const LOG_LIMIT: usize = 200_000;
+
 /// The emulator's hooks, shared by every request.
 pub struct Hooks {
     faults: Mutex<Vec<Fault>>,
     counters: Mutex<BTreeMap<(String, String), u64>>,
+    log: Mutex<std::collections::VecDeque<Recorded>>,
     drop_watches: watch::Sender<u64>,
 }
 
@@ -66,6 +84,7 @@ impl Default for Hooks {
         Self {
             faults: Mutex::new(Vec::new()),
             counters: Mutex::new(BTreeMap::new()),
+            log: Mutex::new(std::collections::VecDeque::new()),
             drop_watches: watch::channel(0).0,
         }
     }
@@ -86,6 +105,25 @@ impl Hooks {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+    }
+
+    /// Logs a request (see [`Hooks::requests`]).
+    pub fn record(&self, request: Recorded) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() >= LOG_LIMIT {
+            log.pop_front();
+        }
+        log.push_back(request);
+    }
+
+    /// The requests logged since the last [`Hooks::reset_counters`], oldest first.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Counts a request and returns the fault action it gets, if any.
@@ -146,12 +184,13 @@ impl Hooks {
             .sum()
     }
 
-    /// Resets every counter to zero.
+    /// Resets every counter to zero and empties the request log.
     pub fn reset_counters(&self) {
         self.counters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Ends every open watch now (clients see the stream close and re-watch).

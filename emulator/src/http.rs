@@ -372,6 +372,14 @@ async fn serve(
         None => target.rt.plural.clone(),
     };
     let mut fail_after = None;
+    shared.hooks.record(crate::faults::Recorded {
+        verb: verb.to_string(),
+        group: target.rt.group.clone(),
+        resource: target.rt.plural.clone(),
+        subresource: target.subresource.clone(),
+        namespace: target.namespace.clone(),
+        name: target.name.clone(),
+    });
     match shared.hooks.on_request(verb, &resource_label) {
         Some(FaultAction::Fail(code)) => {
             return error_response(&ApiError::new(

@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use faults::{Fault, FaultAction, Hooks};
+pub use faults::{Fault, FaultAction, Hooks, Recorded};
 pub use store::Store;
 
 /// Tunables of an emulator instance.

@@ -137,11 +137,13 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
         ..Default::default()
     };
     let pepper = controller::ensure_pepper(&client, HASH_NAMESPACE).await?;
-    let ctx = Arc::new(Context::new(
+    let hash_pool = crate::hashing::HashPool::new(config.hash_workers);
+    let ctx = Arc::new(Context::with_hash_pool(
         client.clone(),
         config,
         Arc::new(SystemClock),
         pepper,
+        hash_pool.clone(),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controllers = tokio::spawn(controller::run_all(ctx, async move {
@@ -151,7 +153,10 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
         args.verifier_addr,
         client.clone(),
         HASH_NAMESPACE,
-        Default::default(),
+        crate::verifier::Options {
+            hash_pool: Some(hash_pool),
+            ..Default::default()
+        },
     )
     .await
     .map_err(|source| PlaygroundError::Verifier {

@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// argon2id parallelism.
     #[arg(long, default_value_t = 1)]
     pub argon2_parallelism: u32,
+    /// argon2 runs at once for the whole process (controllers and verifier); memory stays
+    /// at this many × argon2 memory whatever the backlog. Default: the number of cores.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub hash_workers: Option<u16>,
     /// Run the controllers only while holding the Lease `keyward-controller`, so several
     /// replicas can run with one active.
     #[arg(long)]
@@ -93,12 +97,17 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
         argon2,
         namespaces: args.namespaces,
         instance: args.instance,
+        hash_workers: args
+            .hash_workers
+            .map_or_else(crate::hashing::default_workers, usize::from),
     };
+    let hash_pool = crate::hashing::HashPool::new(config.hash_workers);
     let pepper = controller::ensure_pepper(&client, &config.hash_namespace).await?;
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(addr) = args.verifier_addr {
         let options = crate::verifier::Options {
             rate_limited_status: args.rate_limited_status,
+            hash_pool: Some(hash_pool.clone()),
             ..Default::default()
         };
         let running = crate::verifier::start(addr, client.clone(), &config.hash_namespace, options)
@@ -112,11 +121,12 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
         let config = config.clone();
         let pepper = pepper.clone();
         move || {
-            let mut ctx = Context::new(
+            let mut ctx = Context::with_hash_pool(
                 client.clone(),
                 config.clone(),
                 Arc::new(SystemClock),
                 pepper.clone(),
+                hash_pool.clone(),
             );
             ctx.metrics = metrics.clone();
             Arc::new(ctx)

@@ -17,6 +17,10 @@ pub struct VerifierArgs {
     /// HTTP status of rate-limited answers on /verify: 429, or 403 for nginx auth_request.
     #[arg(long, default_value_t = 429, value_parser = super::verifier::rate_limited_status)]
     pub rate_limited_status: u16,
+    /// argon2 runs at once (only keys whose fast hash cannot be checked need one).
+    /// Default: the number of cores.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub hash_workers: Option<u16>,
 }
 
 /// Parses `--rate-limited-status`: 429, or 403 for proxies that only know 2xx/401/403.
@@ -32,8 +36,12 @@ pub async fn run(args: VerifierArgs, connect: ConnectArgs) -> Result<(), String>
     let mut signals = Signals::install().map_err(|e| format!("installing signal handlers: {e}"))?;
     let (client, namespace) = connect.connect(None).await.map_err(|e| e.to_string())?;
     let hash_namespace = args.hash_namespace.unwrap_or(namespace);
+    let workers = args
+        .hash_workers
+        .map_or_else(crate::hashing::default_workers, usize::from);
     let options = crate::verifier::Options {
         rate_limited_status: args.rate_limited_status,
+        hash_pool: Some(crate::hashing::HashPool::new(workers)),
         ..Default::default()
     };
     let running = crate::verifier::start(args.addr, client, &hash_namespace, options)

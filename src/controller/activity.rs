@@ -70,6 +70,28 @@ struct Unseen {
     written: Instant,
 }
 
+/// A watch event, summarised: what [`Activity`] needs of it.
+#[derive(Debug, Clone)]
+pub enum Note {
+    Init,
+    InitDone,
+    Applied(AnyRef, Option<String>),
+    Deleted(AnyRef),
+}
+
+impl Note {
+    pub fn of<K: Resource<DynamicType = ()>>(event: &watcher::Event<K>) -> Self {
+        match event {
+            watcher::Event::Init => Self::Init,
+            watcher::Event::InitDone => Self::InitDone,
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                Self::Applied(erase(o), o.resource_version())
+            }
+            watcher::Event::Delete(o) => Self::Deleted(erase(o)),
+        }
+    }
+}
+
 /// The resourceVersion of an object in its controller's store, if it is there
 /// (kube-runtime skips triggers for objects that are not).
 type InStore = Box<dyn Fn(&AnyRef) -> Option<String> + Send + Sync>;
@@ -77,6 +99,8 @@ type InStore = Box<dyn Fn(&AnyRef) -> Option<String> + Send + Sync>;
 #[derive(Default)]
 struct State {
     stores: HashMap<String, InStore>,
+    /// Changes shared watches have yet to hand to every subscriber.
+    fan_outs: Vec<Box<dyn Fn() -> usize + Send + Sync>>,
     seq: u64,
     objects: HashMap<AnyRef, ObjectState>,
     watches: Vec<Scope>,
@@ -84,6 +108,9 @@ struct State {
     /// Watches whose (re)list has completed and not restarted since.
     synced: std::collections::HashSet<WatchId>,
     unseen: HashMap<(WatchId, AnyRef), Unseen>,
+    /// Objects a write of the controllers may or may not have changed (the answer was
+    /// lost): the cache cannot tell, so the next read of each goes to the API.
+    uncertain: std::collections::HashSet<AnyRef>,
     /// Recent events, oldest first: a watch event can arrive before the write's own answer.
     recent: std::collections::VecDeque<(Instant, WatchId, AnyRef, Option<String>)>,
 }
@@ -92,6 +119,15 @@ struct State {
 const RECENT_WINDOW: Duration = Duration::from_secs(10);
 const RECENT_LIMIT: usize = 20_000;
 
+/// Wakes `wait_seen` callers once an event has been recorded.
+struct WakeOnDrop<'a>(&'a tokio::sync::Notify);
+
+impl Drop for WakeOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.notify_waiters();
+    }
+}
+
 /// Writes older than this are assumed seen: a bound on memory if a watch never delivers.
 const UNSEEN_LIMIT: Duration = Duration::from_secs(300);
 
@@ -99,6 +135,8 @@ const UNSEEN_LIMIT: Duration = Duration::from_secs(300);
 #[derive(Default)]
 pub struct Activity {
     state: Mutex<State>,
+    /// Woken on every watch event, for [`Activity::wait_seen`].
+    events: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Activity {
@@ -186,33 +224,71 @@ impl Activity {
                 .any(|(_, _, o, rv)| o == obj && rv.as_deref() == Some(resource_version))
     }
 
-    /// Notes a raw event of watch `id` (before any filtering).
+    /// Registers a count of changes not yet handed to every subscriber of shared watches.
+    pub fn fan_out(&self, undelivered: impl Fn() -> usize + Send + Sync + 'static) {
+        self.lock().fan_outs.push(Box::new(undelivered));
+    }
+
+    /// Whether a write of the controllers to `obj` has not yet come back through every
+    /// watch that delivers it: a cache read of `obj` may still show an older version.
+    pub fn has_unseen(&self, obj: &AnyRef) -> bool {
+        let s = self.lock();
+        let now = Instant::now();
+        s.unseen
+            .iter()
+            .any(|((_, o), u)| o == obj && now.duration_since(u.written) < UNSEEN_LIMIT)
+    }
+
+    /// Waits (at most `patience`) until the controllers' own writes to `objs` have come back
+    /// through their watches; `false` if some have not.
+    pub async fn wait_seen(&self, objs: &[AnyRef], patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let notified = self.events.notified();
+            if !objs.iter().any(|o| self.has_unseen(o)) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return !objs.iter().any(|o| self.has_unseen(o));
+            }
+        }
+    }
+
+    /// Notes a raw event of watch `id`, once the controllers can see its effect (the
+    /// store has applied it).
     pub fn saw<K: Resource<DynamicType = ()>>(&self, id: WatchId, event: &watcher::Event<K>) {
+        self.note(id, Note::of(event));
+    }
+
+    /// [`Activity::saw`] with the event already summarised (for callers that hand the event
+    /// itself on first).
+    pub fn note(&self, id: WatchId, note: Note) {
+        let _wake = WakeOnDrop(&self.events);
         let mut s = self.lock();
-        match event {
-            watcher::Event::Init => {
+        match note {
+            Note::Init => {
                 s.relist_started.insert(id, Instant::now());
                 s.synced.remove(&id);
             }
-            watcher::Event::InitDone => {
+            Note::InitDone => {
                 s.synced.insert(id);
                 if let Some(started) = s.relist_started.remove(&id) {
                     s.unseen.retain(|(w, _), u| *w != id || u.written > started);
                 }
             }
-            watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
-                let key = (id, erase(obj));
-                s.remember(id, &key.1, obj.resource_version());
-                if s.unseen.get(&key).is_some_and(|u| {
-                    u.resource_version.is_some() && u.resource_version == obj.resource_version()
-                }) {
+            Note::Applied(obj, rv) => {
+                s.remember(id, &obj, rv.clone());
+                let key = (id, obj);
+                if s.unseen
+                    .get(&key)
+                    .is_some_and(|u| u.resource_version.is_some() && u.resource_version == rv)
+                {
                     s.unseen.remove(&key);
                 }
             }
-            watcher::Event::Delete(obj) => {
-                let key = (id, erase(obj));
-                s.remember(id, &key.1, None);
-                s.unseen.remove(&key);
+            Note::Deleted(obj) => {
+                s.remember(id, &obj, None);
+                s.unseen.remove(&(id, obj));
             }
         }
     }
@@ -222,6 +298,23 @@ impl Activity {
     pub fn wrote<K: Resource<DynamicType = ()>>(&self, written: &K) {
         let rv = written.resource_version();
         self.expect(written, rv);
+    }
+
+    /// Notes a write to `obj` whose outcome is unknown (an error that is not a refusal:
+    /// 5xx, timeout, lost connection).
+    pub fn uncertain<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        self.lock().uncertain.insert(erase(obj));
+    }
+
+    /// Whether `obj` must be read from the API rather than the cache; reading it clears
+    /// this (call [`Activity::settled`]).
+    pub fn is_uncertain(&self, obj: &AnyRef) -> bool {
+        self.lock().uncertain.contains(obj)
+    }
+
+    /// `obj` was read from the API after an uncertain write.
+    pub fn settled(&self, obj: &AnyRef) {
+        self.lock().uncertain.remove(obj);
     }
 
     /// Notes a deletion that removed `obj`.
@@ -328,6 +421,12 @@ impl Activity {
         let mut why = Vec::new();
         if s.watches.is_empty() {
             why.push("no controller has started watching yet".to_string());
+        }
+        let undelivered: usize = s.fan_outs.iter().map(|f| f()).sum();
+        if undelivered > 0 {
+            why.push(format!(
+                "{undelivered} change(s) not yet handed to the controllers"
+            ));
         }
         for (i, w) in s.watches.iter().enumerate() {
             if !s.synced.contains(&WatchId(i)) {

@@ -1,22 +1,31 @@
 //! The controllers and what they share: the client, configuration, clock, pepper, Event
-//! recorder and per-object retry backoff.
+//! recorder, hashing pool, shared watches (`cache`), the reconcile wrapper (`reconciler`),
+//! status, finalizer, Event and Secret writers, and per-object retry backoff.
 
 pub mod activity;
 pub mod apikey;
+pub mod cache;
+pub mod events;
+pub mod finalizer;
 pub mod leader;
+pub mod reconciler;
+pub mod secrets;
+pub mod status;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 
+use self::activity::AnyRef;
 use crate::clock::Clock;
 use crate::crd::labels;
+use crate::hashing::HashPool;
 use crate::keys::{Argon2Params, Pepper};
 
 /// The field manager of every write keyward makes.
@@ -35,6 +44,8 @@ pub struct Config {
     pub namespaces: Vec<String>,
     /// Identifies this instance in Events.
     pub instance: String,
+    /// argon2 runs at once, for the whole process (`--hash-workers`).
+    pub hash_workers: usize,
 }
 
 impl Default for Config {
@@ -44,6 +55,17 @@ impl Default for Config {
             argon2: Argon2Params::default(),
             namespaces: Vec::new(),
             instance: "keyward".into(),
+            hash_workers: crate::hashing::default_workers(),
+        }
+    }
+}
+
+impl Config {
+    /// Where the controllers watch.
+    pub fn scope(&self) -> cache::Scope {
+        cache::Scope {
+            namespaces: (!self.namespaces.is_empty()).then(|| self.namespaces.clone()),
+            hash_namespace: self.hash_namespace.clone(),
         }
     }
 }
@@ -53,11 +75,6 @@ impl Default for Config {
 pub enum SetupError {
     #[error("hash namespace {0:?} does not exist: create it or pass --hash-namespace")]
     NoHashNamespace(String),
-    #[error("reading the hash namespace {namespace:?}: {source}")]
-    Namespace {
-        namespace: String,
-        source: Box<kube::Error>,
-    },
     #[error("reading or creating the pepper Secret {namespace}/{PEPPER_SECRET}: {source}")]
     Pepper {
         namespace: String,
@@ -73,19 +90,9 @@ pub enum SetupError {
     Argon2(#[from] crate::keys::hash::HashError),
 }
 
-/// Reads the pepper, creating it (create-only, never overwritten) on first start.
+/// Reads the pepper, creating it (create-only, never overwritten) on first start. Makes no
+/// cluster-scoped request: a missing hash namespace shows as the create's 404.
 pub async fn ensure_pepper(client: &Client, namespace: &str) -> Result<Pepper, SetupError> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    match namespaces.get_opt(namespace).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(SetupError::NoHashNamespace(namespace.to_string())),
-        Err(source) => {
-            return Err(SetupError::Namespace {
-                namespace: namespace.into(),
-                source: Box::new(source),
-            });
-        }
-    }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let pepper_err = |source| SetupError::Pepper {
         namespace: namespace.into(),
@@ -125,6 +132,9 @@ pub async fn ensure_pepper(client: &Client, namespace: &str) -> Result<Pepper, S
             let existing = secrets.get(PEPPER_SECRET).await.map_err(pepper_err)?;
             read_pepper(&existing, namespace)
         }
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            Err(SetupError::NoHashNamespace(namespace.to_string()))
+        }
         Err(e) => Err(pepper_err(e)),
     }
 }
@@ -148,7 +158,9 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     pub pepper: Pepper,
     pub recorder: Recorder,
-    failures: Mutex<HashMap<String, u32>>,
+    /// The process's hashing pool; each controller asks through its own caller.
+    pub hash_pool: HashPool,
+    failures: Mutex<HashMap<AnyRef, u32>>,
     /// Reconciles finished, successful or not (metrics, and tests that wait for a pass).
     pub reconciles: std::sync::atomic::AtomicU64,
     /// Prometheus metrics; replace before sharing the Context to use a process-wide set.
@@ -158,11 +170,24 @@ pub struct Context {
     /// The last status written per object, with the resourceVersion it was based on: while
     /// the cache still shows that version, the memo is the truth (no second write with a
     /// fresh transition time).
-    status_memo: Mutex<HashMap<String, (String, serde_json::Value)>>,
+    status_memo: Mutex<HashMap<AnyRef, (String, serde_json::Value)>>,
 }
 
 impl Context {
+    /// A context with its own hashing pool of `config.hash_workers` threads.
     pub fn new(client: Client, config: Config, clock: Arc<dyn Clock>, pepper: Pepper) -> Self {
+        let pool = HashPool::new(config.hash_workers);
+        Self::with_hash_pool(client, config, clock, pepper, pool)
+    }
+
+    /// A context sharing the process's hashing pool (with the verifier, say).
+    pub fn with_hash_pool(
+        client: Client,
+        config: Config,
+        clock: Arc<dyn Clock>,
+        pepper: Pepper,
+        hash_pool: HashPool,
+    ) -> Self {
         let reporter = Reporter {
             controller: "keyward".into(),
             instance: Some(config.instance.clone()),
@@ -174,6 +199,7 @@ impl Context {
             clock,
             pepper,
             recorder,
+            hash_pool,
             failures: Mutex::new(HashMap::new()),
             reconciles: std::sync::atomic::AtomicU64::new(0),
             metrics: Arc::new(crate::metrics::Metrics::default()),
@@ -182,48 +208,16 @@ impl Context {
         }
     }
 
-    /// The status to compare against: the memo when the cached object is the version the
-    /// memo was written over, else the cached status.
-    pub fn status_baseline<S: serde::de::DeserializeOwned>(
-        &self,
-        key: &str,
-        cached_rv: Option<&str>,
-        cached: Option<S>,
-    ) -> Option<S> {
-        let memo = self.status_memo.lock().unwrap_or_else(|p| p.into_inner());
-        match memo.get(key) {
-            Some((base_rv, status)) if Some(base_rv.as_str()) == cached_rv => {
-                serde_json::from_value(status.clone()).ok().or(cached)
-            }
-            _ => cached,
-        }
-    }
-
-    /// Records a status written over the object at `base_rv`.
-    pub fn remember_status<S: serde::Serialize>(
-        &self,
-        key: &str,
-        base_rv: Option<String>,
-        status: &S,
-    ) {
-        if let (Some(rv), Ok(value)) = (base_rv, serde_json::to_value(status)) {
-            self.status_memo
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key.to_string(), (rv, value));
-        }
-    }
-
     /// Exponential backoff per object: 1s, 2s, 4s … capped at 5 minutes.
-    pub fn backoff(&self, key: &str) -> Duration {
+    pub fn backoff(&self, key: &AnyRef) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = failures.entry(key.to_string()).or_insert(0);
+        let n = failures.entry(key.clone()).or_insert(0);
         *n = n.saturating_add(1);
         Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
     }
 
     /// Forgets everything kept about a deleted object.
-    pub fn forget(&self, key: &str) {
+    pub fn forget(&self, key: &AnyRef) {
         self.succeeded(key);
         self.status_memo
             .lock()
@@ -232,7 +226,7 @@ impl Context {
     }
 
     /// Forgets an object's failures after a successful reconcile.
-    pub fn succeeded(&self, key: &str) {
+    pub fn succeeded(&self, key: &AnyRef) {
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -240,8 +234,18 @@ impl Context {
     }
 }
 
-/// Runs every controller until `shutdown` resolves: one per watched namespace, or one for
-/// all namespaces.
+/// Tasks aborted when dropped.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Runs every controller until `shutdown` resolves, over watches they share.
 pub async fn run_all(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let stop = move || {
@@ -250,23 +254,25 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Sen
             let _ = rx.wait_for(|stopped| *stopped).await;
         }
     };
-    let scopes: Vec<Option<String>> = if ctx.config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        ctx.config.namespaces.iter().cloned().map(Some).collect()
-    };
-    let mut tasks = Vec::new();
-    for scope in scopes {
-        tasks.push(tokio::spawn(apikey::run(ctx.clone(), scope, stop())));
-    }
+    let caches = Arc::new(cache::Caches::start(
+        &ctx.client,
+        &ctx.config.scope(),
+        &ctx.activity,
+    ));
+    // Aborting this future (a crash, in tests) aborts the controllers with it.
+    let mut tasks = AbortOnDrop(vec![tokio::spawn(apikey::run(
+        ctx.clone(),
+        caches.clone(),
+        stop(),
+    ))]);
     shutdown.await;
     let _ = tx.send(true);
     // In-flight reconciles get a moment to finish; every step is crash-safe, so what is
     // still running after that is stopped as a crash would stop it. (kube-runtime 5's
     // applier never finishes a graceful shutdown that arrives before its store's first list
     // completed: it waits for a "store ready" that its cut-off input can no longer bring.)
-    for mut task in tasks {
-        if tokio::time::timeout(Duration::from_secs(2), &mut task)
+    for task in &mut tasks.0 {
+        if tokio::time::timeout(Duration::from_secs(2), &mut *task)
             .await
             .is_err()
         {
@@ -276,4 +282,5 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Sen
             task.abort();
         }
     }
+    caches.stop();
 }

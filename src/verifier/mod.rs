@@ -28,7 +28,6 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 use self::check::{Code, Verdict};
 use self::index::Index;
@@ -36,6 +35,9 @@ use self::ratelimit::{Decision, Limiter};
 use crate::crd::labels;
 use crate::keys::Pepper;
 use crate::record::HashRecord;
+
+/// argon2 verifications the verifier may have queued or running at once.
+const ARGON2_QUEUE: usize = 64;
 
 /// Verifier settings.
 #[derive(Debug, Clone)]
@@ -45,15 +47,15 @@ pub struct Options {
     /// HTTP status for rate-limited requests on `/verify`: 429, or 403 for proxies such as
     /// nginx `auth_request` that only understand 2xx/401/403.
     pub rate_limited_status: u16,
-    /// Concurrent argon2 verifications at most.
-    pub argon2_slots: usize,
+    /// The process's hashing pool (a new one of default size when `None`).
+    pub hash_pool: Option<crate::hashing::HashPool>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             rate_limited_status: 429,
-            argon2_slots: 2,
+            hash_pool: None,
             usage: usage::UsageOptions::default(),
         }
     }
@@ -65,19 +67,25 @@ pub struct Verifier {
     pepper: RwLock<Option<Pepper>>,
     limiter: Limiter,
     ready: AtomicBool,
-    argon2_slots: Semaphore,
+    /// The verifier's way into the hashing pool: its slow path queues here, apart from
+    /// the controllers, and never waits when the queue is full.
+    hashing: crate::hashing::Caller,
     options: Options,
     usage: usage::Usage,
 }
 
 impl Verifier {
     pub fn new(options: Options) -> Arc<Self> {
+        let pool = options
+            .hash_pool
+            .clone()
+            .unwrap_or_else(|| crate::hashing::HashPool::new(crate::hashing::default_workers()));
         Arc::new(Self {
+            hashing: pool.caller("verifier", ARGON2_QUEUE),
             index: RwLock::new(Index::default()),
             pepper: RwLock::new(None),
             limiter: Limiter::default(),
             ready: AtomicBool::new(false),
-            argon2_slots: Semaphore::new(options.argon2_slots.max(1)),
             options,
             usage: usage::Usage::default(),
         })
@@ -113,21 +121,23 @@ impl Verifier {
             let index = self.index.read().unwrap_or_else(|p| p.into_inner());
             index.has_foreign_pepper(&self.pepper().map(|p| p.id()).unwrap_or_default())
         };
-        if needs_argon2 && let Ok(_permit) = self.argon2_slots.acquire().await {
+        if needs_argon2 {
             let this = self.clone();
             let presented = key.to_string();
-            let slow = tokio::task::spawn_blocking(move || {
-                let index = this.index.read().unwrap_or_else(|p| p.into_inner());
-                let verify = |k: &str, phc: &str| crate::keys::argon2_verify(k, phc);
-                check::check(
-                    &presented,
-                    &index,
-                    this.pepper().as_ref(),
-                    jiff::Timestamp::now(),
-                    Some(&verify),
-                )
-            })
-            .await;
+            let slow = self
+                .hashing
+                .try_run(move || {
+                    let index = this.index.read().unwrap_or_else(|p| p.into_inner());
+                    let verify = |k: &str, phc: &str| crate::keys::argon2_verify(k, phc);
+                    check::check(
+                        &presented,
+                        &index,
+                        this.pepper().as_ref(),
+                        jiff::Timestamp::now(),
+                        Some(&verify),
+                    )
+                })
+                .await;
             if let Ok(v) = slow {
                 verdict = v;
             }

@@ -4,8 +4,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::conditions::{self, Wanted};
-use crate::crd::{ApiKeyStatus, ConditionStatus, Delivery, KeyFormat};
+use crate::crd::{Delivery, KeyFormat};
 use crate::history::Action;
 use crate::record::HashRecord;
 
@@ -71,6 +70,8 @@ pub struct RotationView {
     pub stale_targets: Vec<String>,
     /// Restart targets that do not exist.
     pub missing_targets: Vec<String>,
+    /// Every restart target of the spec as now known (what the record should say).
+    pub restarts: std::collections::BTreeMap<String, crate::record::RestartState>,
 }
 
 /// Everything the decision depends on.
@@ -312,158 +313,17 @@ pub fn parse_duration(field: &str, value: &str) -> Result<SignedDuration, String
     SignedDuration::try_from(d).map_err(|_| format!("{field}: {value:?} is out of range"))
 }
 
-/// The Ready (and Advisory) conditions for a step's outcome. `advisories` are
-/// (reason, message) pairs that never make Ready false; the first reason names the
-/// condition, all messages are kept.
-pub fn conditions_for(step: &Step, o: &Observed, advisories: &[(&str, String)]) -> Vec<Wanted> {
-    let record = o.record.as_ref();
-    let current = record.and_then(|r| r.current.as_ref());
-    let mut wanted = match step {
-        Step::Invalid { message } => vec![Wanted::not_ready("InvalidSpec", message.clone())],
-        Step::Conflict { message } => vec![Wanted::not_ready("SecretConflict", message.clone())],
-        Step::ImportFailed { message } => vec![Wanted::not_ready("ImportFailed", message.clone())],
-        Step::Converged => {
-            let preview = current.map(|c| c.preview.clone()).unwrap_or_default();
-            if o.disabled {
-                vec![Wanted::not_ready(
-                    "Disabled",
-                    format!("key {preview} is disabled: the verifier refuses it"),
-                )]
-            } else if o.expires_at.is_some_and(|t| t <= o.now) {
-                vec![Wanted::not_ready(
-                    "Expired",
-                    format!(
-                        "key {preview} expired at {}",
-                        crate::clock::rfc3339(o.expires_at.unwrap_or(o.now))
-                    ),
-                )]
-            } else if let Workload::Ours {
-                revealed_at: Some(at),
-                ..
-            } = &o.workload
-            {
-                vec![Wanted::ready(
-                    "Revealed",
-                    format!("key {preview} was revealed at {at}; only its hash remains"),
-                )]
-            } else if o.delivery == Delivery::ShowOnce {
-                let until = o
-                    .reveal_deadline
-                    .map(crate::clock::rfc3339)
-                    .unwrap_or_default();
-                vec![Wanted::ready(
-                    "KeyIssued",
-                    format!(
-                        "key {preview} is waiting to be revealed once with `keyward reveal` (until {until})"
-                    ),
-                )]
-            } else if record.is_some_and(|r| r.rotation.count > 0) {
-                vec![Wanted::ready(
-                    "Rotated",
-                    format!(
-                        "key {preview} is current after {} rotation(s)",
-                        record.map_or(0, |r| r.rotation.count)
-                    ),
-                )]
-            } else {
-                let how = if current.is_some_and(|c| c.imported) {
-                    "imported"
-                } else {
-                    "issued"
-                };
-                vec![Wanted::ready(
-                    "KeyIssued",
-                    format!("key {preview} {how} to Secret {}", o.desired_secret),
-                )]
-            }
-        }
-        // Steps that write: not ready until they converge.
-        _ => vec![Wanted::new(
-            conditions::READY,
-            ConditionStatus::False,
-            "Progressing",
-            "delivering the key",
-        )],
-    };
-    if let Some((reason, _)) = advisories.first() {
-        let message = advisories
-            .iter()
-            .map(|(_, m)| m.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        wanted.push(Wanted::new(
-            conditions::ADVISORY,
-            ConditionStatus::True,
-            reason,
-            message,
-        ));
-    }
-    wanted
-}
-
-/// The status from the record and the outcome, merged onto the existing status so that
-/// unchanged conditions keep their transition times and verifier usage stays.
-pub fn status(
-    existing: &ApiKeyStatus,
-    o: &Observed,
-    wanted: &[Wanted],
-    hash_secret: &str,
-) -> ApiKeyStatus {
-    let existing = existing.clone();
-    let record = o.record.as_ref();
-    let current = record.and_then(|r| r.current.as_ref());
-    let parse = |s: &Option<String>| {
-        s.as_deref()
-            .and_then(|v| v.parse::<Timestamp>().ok())
-            .map(crate::clock::kube_time)
-    };
-    let serving_secret = match &o.workload {
-        Workload::Ours { .. } => Some(o.desired_secret.clone()),
-        _ => existing.secret_name.clone(),
-    };
-    ApiKeyStatus {
-        observed_generation: o.generation,
-        conditions: conditions::merge(&existing.conditions, wanted, o.generation, o.now),
-        key_id: current.map(|c| c.key_id.clone()),
-        preview: current.map(|c| c.preview.clone()),
-        fingerprint: current.map(|c| c.fingerprint.clone()),
-        secret_name: serving_secret,
-        hash_secret_name: record.map(|_| hash_secret.to_string()),
-        issued_at: current.and_then(|c| parse(&Some(c.issued_at.clone()))),
-        expires_at: o
-            .expires_at
-            .map(crate::clock::kube_time)
-            .filter(|_| current.is_some()),
-        last_rotated_at: record.and_then(|r| parse(&r.rotation.last_rotated_at)),
-        next_rotation_at: o
-            .rotation
-            .next_at
-            .filter(|_| current.is_some())
-            .map(crate::clock::kube_time),
-        rotation_count: record.map_or(0, |r| r.rotation.count),
-        last_rotation_request: record.and_then(|r| r.rotation.last_request.clone()),
-        last_revocation_request: record.and_then(|r| r.rotation.last_revocation.clone()),
-        revealed_at: match &o.workload {
-            Workload::Ours {
-                revealed_at: Some(at),
-                ..
-            } => at.parse::<Timestamp>().ok().map(crate::clock::kube_time),
-            _ => None,
-        },
-        usage: existing.usage,
-    }
-}
-
+/// Observations for tests of the pipeline's pure parts.
 #[cfg(test)]
-mod tests {
+pub mod fixtures {
     use super::*;
     use crate::record::{KeyHash, Owner};
 
-    fn now() -> Timestamp {
+    pub fn now() -> Timestamp {
         "2026-06-01T12:00:00Z".parse().expect("time")
     }
 
-    fn key_hash(id: &str) -> KeyHash {
+    pub fn key_hash(id: &str) -> KeyHash {
         KeyHash {
             key_id: id.into(),
             hash: "$argon2id$...".into(),
@@ -475,10 +335,11 @@ mod tests {
             issued_at: "2026-06-01T00:00:00Z".into(),
             expires_at: None,
             imported: false,
+            weak: false,
         }
     }
 
-    fn record(current: bool, pending: bool) -> HashRecord {
+    pub fn record(current: bool, pending: bool) -> HashRecord {
         HashRecord {
             apikey: Owner {
                 namespace: "default".into(),
@@ -491,7 +352,7 @@ mod tests {
         }
     }
 
-    fn observed(workload: Workload, record: Option<HashRecord>) -> Observed {
+    pub fn observed(workload: Workload, record: Option<HashRecord>) -> Observed {
         Observed {
             now: now(),
             generation: Some(1),
@@ -509,13 +370,19 @@ mod tests {
         }
     }
 
-    fn ours(key: KeyMatch) -> Workload {
+    pub fn ours(key: KeyMatch) -> Workload {
         Workload::Ours {
             key,
             revealed_at: None,
             retained: false,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
 
     #[test]
     fn first_issue_then_promote_then_converge() {
@@ -772,37 +639,5 @@ mod tests {
         );
         revealed.rotation.next_at = Some(now());
         assert_eq!(decide(&revealed), rotated("Schedule"));
-    }
-
-    #[test]
-    fn ready_reasons() {
-        let o = observed(ours(KeyMatch::Current), Some(record(true, false)));
-        assert_eq!(
-            conditions_for(&Step::Converged, &o, &[])[0].reason,
-            "KeyIssued"
-        );
-        let mut d = o.clone();
-        d.disabled = true;
-        let c = conditions_for(&Step::Converged, &d, &[]);
-        assert_eq!(
-            (c[0].status, c[0].reason.as_str()),
-            (ConditionStatus::False, "Disabled")
-        );
-        let mut e = o.clone();
-        e.expires_at = Some(now());
-        assert_eq!(
-            conditions_for(&Step::Converged, &e, &[])[0].reason,
-            "Expired"
-        );
-        let weak = conditions_for(&Step::Converged, &o, &[("WeakKey", "weak".into())]);
-        assert_eq!(
-            (weak[1].type_, weak[1].reason.as_str()),
-            ("Advisory", "WeakKey")
-        );
-        assert_eq!(
-            weak[0].status,
-            ConditionStatus::True,
-            "an advisory never makes Ready false"
-        );
     }
 }
