@@ -17,11 +17,10 @@ pub enum ApplyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: document {index} is not a Kubernetes object: {source}")]
+    #[error("{path}: not valid YAML: {source}")]
     Parse {
         path: PathBuf,
-        index: usize,
-        source: serde_norway::Error,
+        source: Box<serde_saphyr::Error>,
     },
     #[error("{path}: document {index} has no apiVersion/kind")]
     NoKind { path: PathBuf, index: usize },
@@ -84,13 +83,12 @@ pub async fn apply_files(
             path: path.clone(),
             source,
         })?;
-        for (index, document) in serde_norway::Deserializer::from_str(&text).enumerate() {
-            let value: serde_json::Value =
-                serde::Deserialize::deserialize(document).map_err(|source| ApplyError::Parse {
-                    path: path.clone(),
-                    index,
-                    source,
-                })?;
+        let documents: Vec<serde_json::Value> =
+            serde_saphyr::from_str_multiple(&text).map_err(|source| ApplyError::Parse {
+                path: path.clone(),
+                source: Box::new(source),
+            })?;
+        for (index, value) in documents.into_iter().enumerate() {
             if value.is_null() {
                 continue;
             }

@@ -44,6 +44,11 @@ impl Clock for FakeClock {
     }
 }
 
+/// An instant as records, annotations and history keep it: to the millisecond.
+pub fn ms(t: Timestamp) -> Timestamp {
+    t.round(jiff::Unit::Millisecond).unwrap_or(t)
+}
+
 /// RFC 3339 with millisecond precision (records, annotations and history, where rotation
 /// timing is measured; `metav1.Time` status fields round to seconds).
 pub fn rfc3339(t: Timestamp) -> String {

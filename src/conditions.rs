@@ -9,12 +9,83 @@ use crate::crd::{Condition, ConditionStatus};
 pub const READY: &str = "Ready";
 pub const ADVISORY: &str = "Advisory";
 
+/// The reasons keyward gives in conditions (DESIGN §3, §5, §7); the strings are public.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Ready: the key was issued (or imported) and is being served.
+    KeyIssued,
+    /// Ready: the current key replaced an earlier one.
+    Rotated,
+    /// Ready: a ShowOnce key was revealed; only its hash remains.
+    Revealed,
+    /// A write is under way.
+    Progressing,
+    Disabled,
+    Expired,
+    SecretConflict,
+    InvalidSpec,
+    ImportFailed,
+    /// Advisory: an imported key below 128 bits of estimated entropy.
+    WeakKey,
+    /// Advisory: the grace period outlasts the rotation interval.
+    GracePeriodExceedsInterval,
+    /// Advisory: a restart target does not exist.
+    RestartTargetMissing,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 12] = [
+        Self::KeyIssued,
+        Self::Rotated,
+        Self::Revealed,
+        Self::Progressing,
+        Self::Disabled,
+        Self::Expired,
+        Self::SecretConflict,
+        Self::InvalidSpec,
+        Self::ImportFailed,
+        Self::WeakKey,
+        Self::GracePeriodExceedsInterval,
+        Self::RestartTargetMissing,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KeyIssued => "KeyIssued",
+            Self::Rotated => "Rotated",
+            Self::Revealed => "Revealed",
+            Self::Progressing => "Progressing",
+            Self::Disabled => "Disabled",
+            Self::Expired => "Expired",
+            Self::SecretConflict => "SecretConflict",
+            Self::InvalidSpec => "InvalidSpec",
+            Self::ImportFailed => "ImportFailed",
+            Self::WeakKey => "WeakKey",
+            Self::GracePeriodExceedsInterval => "GracePeriodExceedsInterval",
+            Self::RestartTargetMissing => "RestartTargetMissing",
+        }
+    }
+
+    /// The reason a condition carries, if keyward knows it.
+    pub fn of(condition: &Condition) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == condition.reason)
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A condition to set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
     pub type_: &'static str,
     pub status: ConditionStatus,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -22,23 +93,28 @@ impl Wanted {
     pub fn new(
         type_: &'static str,
         status: ConditionStatus,
-        reason: &str,
+        reason: Reason,
         message: impl Into<String>,
     ) -> Self {
         Self {
             type_,
             status,
-            reason: reason.to_string(),
+            reason,
             message: message.into(),
         }
     }
 
-    pub fn ready(reason: &str, message: impl Into<String>) -> Self {
+    pub fn ready(reason: Reason, message: impl Into<String>) -> Self {
         Self::new(READY, ConditionStatus::True, reason, message)
     }
 
-    pub fn not_ready(reason: &str, message: impl Into<String>) -> Self {
+    pub fn not_ready(reason: Reason, message: impl Into<String>) -> Self {
         Self::new(READY, ConditionStatus::False, reason, message)
+    }
+
+    /// An advisory: never makes Ready false.
+    pub fn advisory(reason: Reason, message: impl Into<String>) -> Self {
+        Self::new(ADVISORY, ConditionStatus::True, reason, message)
     }
 }
 
@@ -60,7 +136,7 @@ pub fn merge(
             Condition {
                 type_: w.type_.to_string(),
                 status: w.status,
-                reason: w.reason.clone(),
+                reason: w.reason.as_str().to_string(),
                 message: w.message.clone(),
                 last_transition_time: since,
                 observed_generation: generation,
@@ -79,19 +155,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reasons_are_the_public_strings() {
+        let names: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "KeyIssued",
+                "Rotated",
+                "Revealed",
+                "Progressing",
+                "Disabled",
+                "Expired",
+                "SecretConflict",
+                "InvalidSpec",
+                "ImportFailed",
+                "WeakKey",
+                "GracePeriodExceedsInterval",
+                "RestartTargetMissing",
+            ]
+        );
+    }
+
+    #[test]
     fn transition_time_moves_only_with_status() {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().expect("time");
         let t1: Timestamp = "2026-01-01T01:00:00Z".parse().expect("time");
-        let first = merge(&[], &[Wanted::ready("KeyIssued", "issued")], Some(1), t0);
+        let first = merge(
+            &[],
+            &[Wanted::ready(Reason::KeyIssued, "issued")],
+            Some(1),
+            t0,
+        );
         let same = merge(
             &first,
-            &[Wanted::ready("KeyIssued", "issued again")],
+            &[Wanted::ready(Reason::KeyIssued, "issued again")],
             Some(2),
             t1,
         );
         assert_eq!(same[0].last_transition_time, first[0].last_transition_time);
         assert_eq!(same[0].message, "issued again");
-        let flipped = merge(&same, &[Wanted::not_ready("Disabled", "off")], Some(3), t1);
+        let flipped = merge(
+            &same,
+            &[Wanted::not_ready(Reason::Disabled, "off")],
+            Some(3),
+            t1,
+        );
         assert_eq!(flipped[0].last_transition_time, kube_time(t1));
     }
 }

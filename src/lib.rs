@@ -12,6 +12,7 @@ pub mod hashing;
 pub mod history;
 pub mod keys;
 pub mod metrics;
+pub mod outbound;
 pub mod record;
 pub mod rotation;
 pub mod telemetry;

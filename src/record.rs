@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
@@ -39,11 +40,10 @@ pub struct KeyHash {
     pub lookup_id: Option<String>,
     pub fingerprint: String,
     pub preview: String,
-    /// RFC 3339.
-    pub issued_at: String,
-    /// RFC 3339; the key stops verifying then.
+    pub issued_at: Timestamp,
+    /// The key stops verifying then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
+    pub expires_at: Option<Timestamp>,
     #[serde(default)]
     pub imported: bool,
     /// An imported key below the entropy floor (the `WeakKey` advisory).
@@ -57,8 +57,7 @@ pub struct KeyHash {
 pub struct PreviousKey {
     #[serde(flatten)]
     pub key: KeyHash,
-    /// RFC 3339.
-    pub valid_until: String,
+    pub valid_until: Timestamp,
 }
 
 /// What the verifier returns to gateways and enforces, copied from the ApiKey's spec.
@@ -83,7 +82,7 @@ pub struct RotationState {
     #[serde(default)]
     pub count: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_rotated_at: Option<String>,
+    pub last_rotated_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,4 +230,64 @@ pub fn record_labels(owner: &Owner) -> BTreeMap<String, String> {
         (labels::APIKEY.to_string(), owner.name.clone()),
         (labels::NAMESPACE.to_string(), owner.namespace.clone()),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The record is read by other replicas and other versions of keyward: its JSON is a
+    /// contract, pinned here as text.
+    #[test]
+    fn the_record_keeps_its_json_shape() {
+        let key = KeyHash {
+            key_id: "7d4c7f0e-0000-4000-8000-000000000000".into(),
+            hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            fast_hash: "ab".into(),
+            pepper_id: "0011aabb".into(),
+            lookup_id: Some("3fK9aQ2m".into()),
+            fingerprint: "0123456789abcdef".into(),
+            preview: "kw_3fK9aQ2m…".into(),
+            issued_at: "2026-06-01T12:00:00.250Z".parse().expect("ts"),
+            expires_at: None,
+            imported: false,
+            weak: false,
+        };
+        let record = HashRecord {
+            apikey: Owner {
+                namespace: "shop".into(),
+                name: "billing".into(),
+                uid: "u-1".into(),
+            },
+            current: Some(key.clone()),
+            previous: vec![PreviousKey {
+                key,
+                valid_until: "2026-06-01T13:00:00Z".parse().expect("ts"),
+            }],
+            rotation: RotationState {
+                count: 1,
+                last_rotated_at: Some("2026-06-01T12:00:00.250Z".parse().expect("ts")),
+                ..Default::default()
+            },
+            restarts: [(
+                "Deployment/web".to_string(),
+                RestartState {
+                    rolled_for: Some("0123456789abcdef".into()),
+                    missing: false,
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let key_json = r#"{"keyId":"7d4c7f0e-0000-4000-8000-000000000000","hash":"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA","fastHash":"ab","pepperId":"0011aabb","lookupId":"3fK9aQ2m","fingerprint":"0123456789abcdef","preview":"kw_3fK9aQ2m…","issuedAt":"2026-06-01T12:00:00.25Z","imported":false"#;
+        let expected = format!(
+            r#"{{"apikey":{{"namespace":"shop","name":"billing","uid":"u-1"}},"current":{key_json}}},"previous":[{key_json},"validUntil":"2026-06-01T13:00:00Z"}}],"access":{{"disabled":false}},"rotation":{{"count":1,"lastRotatedAt":"2026-06-01T12:00:00.25Z"}},"restarts":{{"Deployment/web":{{"rolledFor":"0123456789abcdef"}}}}}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&record).expect("serialises"),
+            expected
+        );
+        let back: HashRecord = serde_json::from_str(&expected).expect("reads back");
+        assert_eq!(back, record);
+    }
 }

@@ -131,7 +131,7 @@ fn crds_command_prints_the_same_crds() {
         .split("\n---\n")
         .map(|d| d.trim_start_matches("---\n"))
         .filter(|d| !d.trim().is_empty())
-        .map(|d| serde_norway::from_str(d).expect("each document is a CRD"))
+        .map(|d| serde_saphyr::from_str(d).expect("each document is a CRD"))
         .collect();
     assert_eq!(docs, crd::crds());
 }
@@ -346,8 +346,8 @@ fn every_example_is_admitted_and_round_trips_the_rust_types() {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("readable");
-        for doc in serde_norway::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(doc).expect("valid YAML");
+        let docs: Vec<Value> = serde_saphyr::from_str_multiple(&text).expect("valid YAML");
+        for value in docs {
             if value.is_null() {
                 continue;
             }

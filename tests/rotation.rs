@@ -251,7 +251,7 @@ async fn manual_requests_rotate_once_per_value_and_previous_keys_keep_their_grac
         entries
             .iter()
             .filter(|e| e.action == Action::Rotated)
-            .all(|e| e.reason == "Manual" && e.previous_fingerprint.is_some())
+            .all(|e| e.reason.as_str() == "Manual" && e.previous_fingerprint.is_some())
     );
     op.wait_idle().await;
     assert_eq!(
@@ -272,7 +272,7 @@ async fn previous_keys_stop_at_their_own_valid_until() {
     op.wait_for("short", "rotated", |a| status_of(a).rotation_count == 1)
         .await;
     let record = op.record(&ak).await.expect("record");
-    let until: jiff::Timestamp = record.previous[0].valid_until.parse().expect("valid-until");
+    let until: jiff::Timestamp = record.previous[0].valid_until;
     assert!(
         verifies(Some(&record), &first),
         "valid before its valid-until"
@@ -372,7 +372,7 @@ async fn intervals_and_format_changes_rotate_and_report_the_next_rotation() {
         entries
             .iter()
             .filter(|e| e.action == Action::Rotated)
-            .all(|e| e.reason == "Schedule")
+            .all(|e| e.reason.as_str() == "Schedule")
     );
     // gracePeriod longer than the interval: allowed, with an advisory; Ready stays True.
     let advisory = status_of(&rotated)
@@ -402,7 +402,7 @@ async fn intervals_and_format_changes_rotate_and_report_the_next_rotation() {
         history(&op, "fmt")
             .await
             .last()
-            .map(|e| e.reason.clone())
+            .map(|e| e.reason.to_string())
             .as_deref(),
         Some("FormatChanged")
     );

@@ -270,7 +270,7 @@ fn decode_body_raw(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError
         "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(bytes)
             .map_err(|e| ApiError::new(415, "UnsupportedMediaType", e)),
         "application/yaml" | "application/apply-patch+yaml" => {
-            serde_norway::from_slice::<Value>(bytes)
+            serde_saphyr::from_slice::<Value>(bytes)
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
         }
         _ => serde_json::from_slice::<Value>(bytes).map_err(|e| {

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use super::signals::Signals;
 use crate::apply::{self, Applied};
 use crate::clock::SystemClock;
+use crate::conditions::Reason;
 use crate::controller::{self, Context};
 use crate::crd;
 
@@ -249,7 +250,7 @@ async fn converged_state(client: &Client, object: &Applied) -> String {
             let status = ak.status.clone().unwrap_or_default();
             let ready = crate::conditions::ready(&status.conditions);
             let settled = status.observed_generation == ak.metadata.generation
-                && ready.is_some_and(|r| r.reason != "Progressing");
+                && ready.is_some_and(|r| Reason::of(r) != Some(Reason::Progressing));
             if settled || Instant::now() >= deadline {
                 return match ready {
                     Some(r) => {
@@ -260,7 +261,7 @@ async fn converged_state(client: &Client, object: &Applied) -> String {
                         if let Some(secret) = &status.secret_name {
                             text.push_str(&format!("  Secret {secret}"));
                         }
-                        if r.reason != "KeyIssued" && r.reason != "Rotated" {
+                        if !matches!(Reason::of(r), Some(Reason::KeyIssued | Reason::Rotated)) {
                             text.push_str(&format!("  ({})", r.message));
                         }
                         text

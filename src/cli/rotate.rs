@@ -86,9 +86,9 @@ pub fn history_table(entries: &[Entry]) -> String {
     ];
     for e in entries {
         rows.push(vec![
-            e.at.clone(),
+            e.at.to_string(),
             format!("{:?}", e.action),
-            e.reason.clone(),
+            e.reason.to_string(),
             e.fingerprint.clone(),
             e.preview.clone(),
             e.previous_fingerprint.clone().unwrap_or_else(|| "-".into()),

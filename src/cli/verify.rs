@@ -4,11 +4,6 @@
 
 use std::io::Read;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-
 use crate::keys::PlainKey;
 
 /// Reads the key: the argument, or stdin for `-` / none (trailing newline trimmed).
@@ -31,27 +26,25 @@ pub fn read_key(arg: Option<&str>) -> Result<PlainKey, String> {
 
 /// POSTs the key to `{url}/v1/keys/verify`; returns the verifier's JSON answer.
 pub async fn ask(url: &str, key: &PlainKey) -> Result<serde_json::Value, String> {
-    if url.starts_with("https://") {
-        return Err("https verifier URLs are not supported yet (the verifier serves plain HTTP until its TLS options land)".into());
-    }
     let endpoint = format!("{}/v1/keys/verify", url.trim_end_matches('/'));
-    let body = serde_json::json!({"key": key.expose()}).to_string();
-    let request = hyper::Request::post(&endpoint)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| format!("invalid verifier URL {url:?}: {e}"))?;
-    let client = Client::builder(TokioExecutor::new()).build_http();
+    let client = crate::outbound::client(std::time::Duration::from_secs(30), None)
+        .map_err(|e| e.to_string())?;
     let response = client
-        .request(request)
+        .post(&endpoint)
+        .json(&serde_json::json!({"key": key.expose()}))
+        .send()
         .await
-        .map_err(|e| format!("asking the verifier at {url}: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "asking the verifier at {url}: {}",
+                crate::outbound::describe(&e)
+            )
+        })?;
     let status = response.status();
     let bytes = response
-        .into_body()
-        .collect()
+        .bytes()
         .await
-        .map_err(|e| format!("reading the verifier's answer: {e}"))?
-        .to_bytes();
+        .map_err(|e| format!("reading the verifier's answer: {e}"))?;
     if !status.is_success() {
         return Err(format!("the verifier at {url} answered {status}"));
     }

@@ -57,12 +57,7 @@ fn verdict(code: Code, entry: Option<&Entry>, used_argon2: bool) -> Verdict {
 fn evaluate(entry: &Entry, now: Timestamp, used_argon2: bool) -> Verdict {
     let expired_previous =
         matches!(entry.role, Role::Previous { valid_until } if valid_until <= now);
-    let expired = entry
-        .key
-        .expires_at
-        .as_deref()
-        .and_then(|e| e.parse::<Timestamp>().ok())
-        .is_some_and(|t| t <= now);
+    let expired = entry.key.expires_at.is_some_and(|t| t <= now);
     let code = if entry.record.access.disabled {
         Code::Disabled
     } else if expired_previous || expired {
@@ -181,7 +176,7 @@ mod tests {
                 .map(|p| p.lookup_id.to_string()),
             fingerprint: keys::fingerprint(key),
             preview: "…".into(),
-            issued_at: "2026-06-01T00:00:00Z".into(),
+            issued_at: "2026-06-01T00:00:00Z".parse().expect("ts"),
             expires_at: None,
             imported: format.is_none(),
             weak: false,
@@ -218,7 +213,7 @@ mod tests {
         let mut r = record("a", Some(f.clone()), hashed(&key, &pepper, Some(&f)));
         r.previous.push(PreviousKey {
             key: hashed(&old, &pepper, Some(&f)),
-            valid_until: "2026-06-01T13:00:00Z".into(),
+            valid_until: "2026-06-01T13:00:00Z".parse().expect("ts"),
         });
         index.upsert(r.clone());
         let run = |k: &str, index: &Index| check(k, index, Some(&pepper), now(), None).code;

@@ -57,13 +57,13 @@ fn entries(record: &Arc<HashRecord>) -> Vec<Entry> {
         });
     }
     for p in &record.previous {
-        if let Ok(valid_until) = p.valid_until.parse() {
-            out.push(Entry {
-                record: record.clone(),
-                key: p.key.clone(),
-                role: Role::Previous { valid_until },
-            });
-        }
+        out.push(Entry {
+            record: record.clone(),
+            key: p.key.clone(),
+            role: Role::Previous {
+                valid_until: p.valid_until,
+            },
+        });
     }
     out
 }

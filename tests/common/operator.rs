@@ -21,8 +21,30 @@ use tokio::task::JoinHandle;
 
 pub const HASH_NS: &str = "keyward-system";
 
+/// How the test's operator is set up.
+#[derive(Clone)]
+pub struct Setup {
+    /// What the controllers read time from.
+    pub clock: Arc<dyn keyward::clock::Clock>,
+    /// `--namespace` (emulator mode only; on a real cluster it is always the test's own).
+    pub namespaces: Vec<String>,
+    /// `--hash-workers`.
+    pub hash_workers: Option<usize>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            namespaces: Vec::new(),
+            hash_workers: None,
+        }
+    }
+}
+
 pub struct Operator {
     emulator: Option<Emulator>,
+    setup: Setup,
     pub client: Client,
     /// Where this test's objects live.
     pub namespace: String,
@@ -36,11 +58,20 @@ pub struct Operator {
 impl Operator {
     /// Emulator + CRDs + hash namespace + controllers.
     pub async fn start() -> Self {
-        Self::start_with_clock(Arc::new(SystemClock)).await
+        Self::start_with(Setup::default()).await
     }
 
     /// The same, with the controllers reading time from `clock`.
     pub async fn start_with_clock(clock: Arc<dyn keyward::clock::Clock>) -> Self {
+        Self::start_with(Setup {
+            clock,
+            ..Setup::default()
+        })
+        .await
+    }
+
+    /// The same, set up as `setup` says.
+    pub async fn start_with(setup: Setup) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("KEYWARD_TEST_LOG"))
             .with_test_writer()
@@ -76,12 +107,13 @@ impl Operator {
             }
         }
         let mut op = Self {
+            clock: setup.clock.clone(),
+            setup,
             emulator,
             namespace,
             kubeconfig,
             client,
             ctx: None,
-            clock,
             stop: None,
             task: None,
         };
@@ -94,10 +126,14 @@ impl Operator {
             hash_namespace: HASH_NS.into(),
             instance: "test".into(),
             namespaces: if self.emulator.is_some() {
-                Vec::new()
+                self.setup.namespaces.clone()
             } else {
                 vec![self.namespace.clone()]
             },
+            hash_workers: self
+                .setup
+                .hash_workers
+                .unwrap_or_else(keyward::hashing::default_workers),
             ..Default::default()
         };
         let pepper = controller::ensure_pepper(&self.client, HASH_NS)
@@ -155,6 +191,11 @@ impl Operator {
     /// A kubeconfig (YAML) for running the `keyward` binary against this test's namespace.
     pub fn kubeconfig_yaml(&self) -> String {
         self.kubeconfig.clone()
+    }
+
+    /// The controllers' context (activity, metrics, hashing pool).
+    pub fn context(&self) -> &Arc<Context> {
+        self.ctx.as_ref().expect("controllers running")
     }
 
     pub fn reconciles(&self) -> u64 {
@@ -307,12 +348,9 @@ pub fn verifies(record: Option<&HashRecord>, key: &str) -> bool {
         .iter()
         .chain(r.pending.iter())
         .any(|k| argon2_verify(key, &k.hash))
-        || r.previous.iter().any(|p| {
-            p.valid_until
-                .parse::<jiff::Timestamp>()
-                .is_ok_and(|t| t > now)
-                && argon2_verify(key, &p.key.hash)
-        })
+        || r.previous
+            .iter()
+            .any(|p| p.valid_until > now && argon2_verify(key, &p.key.hash))
 }
 
 impl Operator {
@@ -382,7 +420,7 @@ async fn external(path: &str) -> (Option<Emulator>, Client, String, String) {
             context.namespace = Some(namespace.clone());
         }
     }
-    let yaml = serde_norway::to_string(&kubeconfig).expect("kubeconfig serialises");
+    let yaml = serde_saphyr::to_string(&kubeconfig).expect("kubeconfig serialises");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .expect("kubeconfig is usable");

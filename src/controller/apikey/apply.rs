@@ -16,7 +16,7 @@ use super::{ApiKeys, Error, build, stale_or};
 use crate::clock::rfc3339;
 use crate::controller::events::Note;
 use crate::crd::{ApiKey, DeletionPolicy, annotations};
-use crate::history::{self, Action};
+use crate::history::{self, Action, Reason};
 use crate::keys::{self, PlainKey};
 use crate::record::{self, HashRecord};
 
@@ -138,7 +138,7 @@ impl ApiKeys {
         ak: &ApiKey,
         o: &Observed,
         snap: &Snapshot,
-        (source, action, reason): (Source, Action, &str),
+        (source, action, reason): (Source, Action, &Reason),
     ) -> Result<(), Error> {
         let now = self.ctx.clock.now();
         let (key, import_source) = match source {
@@ -170,7 +170,7 @@ impl ApiKeys {
             .write_record(&pending, snap.record_secret.as_deref())
             .await?;
         // 2. deliver, with the history entry that records it
-        let entry = build::issue_entry(&hashed, previous.as_ref(), action, reason, now);
+        let entry = build::issue_entry(&hashed, previous.as_ref(), action, reason.clone(), now);
         let history = history::append(pending.history.clone(), entry, build::history_limit(ak));
         let desired =
             build::workload_secret(ak, &o.desired_secret, Some(&key), &hashed, &history, None);
@@ -203,7 +203,7 @@ impl ApiKeys {
         ak: &ApiKey,
         o: &Observed,
         snap: &Snapshot,
-        reason: &str,
+        reason: &Reason,
     ) -> Result<(), Error> {
         let Some(import) = &ak.spec.import_from else {
             return Ok(());

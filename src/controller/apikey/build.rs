@@ -11,10 +11,10 @@ use kube::{Resource, ResourceExt};
 
 use super::plan::{self, Observed, Source, Workload};
 use super::{DEFAULT_GRACE, REVEALED_AT};
-use crate::clock::rfc3339;
+use crate::clock::ms;
 use crate::controller::events::Note;
 use crate::crd::{ApiKey, DeletionPolicy, KeyFormat, annotations, labels};
-use crate::history::{self, Action, Entry};
+use crate::history::{self, Action, Entry, Reason};
 use crate::keys::{self, Pepper, PlainKey, format};
 use crate::record::{self, Access, HashRecord, KeyHash, Owner, PreviousKey};
 use crate::rotation::Policy;
@@ -189,8 +189,8 @@ pub fn key_hash(
         lookup_id,
         fingerprint,
         preview,
-        issued_at: rfc3339(now),
-        expires_at: expiry(ak, now).map(rfc3339),
+        issued_at: ms(now),
+        expires_at: expiry(ak, now).map(ms),
         imported,
         weak: imported && weak,
     }
@@ -220,13 +220,13 @@ pub fn issue_entry(
     hashed: &KeyHash,
     previous: Option<&KeyHash>,
     action: Action,
-    reason: &str,
+    reason: Reason,
     now: Timestamp,
 ) -> Entry {
     Entry {
-        at: rfc3339(now),
+        at: ms(now),
         action,
-        reason: reason.to_string(),
+        reason,
         fingerprint: hashed.fingerprint.clone(),
         preview: hashed.preview.clone(),
         previous_fingerprint: previous.map(|p| p.fingerprint.clone()),
@@ -249,18 +249,16 @@ pub fn promoted(
         {
             record.previous.push(PreviousKey {
                 key: old,
-                valid_until: rfc3339(until),
+                valid_until: ms(until),
             });
         }
         record.rotation.count += 1;
-        record.rotation.last_rotated_at = Some(rfc3339(now));
+        record.rotation.last_rotated_at = Some(ms(now));
     }
     if let Some(request) = record.pending_request.take() {
         record.rotation.last_request = Some(request);
     }
-    record
-        .previous
-        .retain(|p| p.valid_until.parse::<Timestamp>().is_ok_and(|t| t > now));
+    record.previous.retain(|p| p.valid_until > now);
     record.import_source = if pending.imported {
         import_source
     } else {
@@ -294,9 +292,9 @@ pub fn revoked(
         && !revoked.is_empty()
     {
         let entry = Entry {
-            at: rfc3339(now),
+            at: ms(now),
             action: Action::Revoked,
-            reason: "Manual".into(),
+            reason: Reason::Manual,
             fingerprint: current.fingerprint.clone(),
             preview: current.preview.clone(),
             previous_fingerprint: revoked.last().map(|p| p.key.fingerprint.clone()),
@@ -326,22 +324,19 @@ pub fn synced(
     if !current.imported {
         desired.format = Some(format_of(ak));
     }
-    let issued = current.issued_at.parse::<Timestamp>().unwrap_or(now);
     let mut current_desired = current.clone();
-    current_desired.expires_at = expiry(ak, issued).map(rfc3339);
+    current_desired.expires_at = expiry(ak, current.issued_at).map(ms);
     if current.pepper_id != pepper.id()
         && let Some(key) = delivered
     {
         current_desired.fast_hash = pepper.fast_hash(key.expose());
         current_desired.pepper_id = pepper.id();
     }
-    desired
-        .previous
-        .retain(|p| p.valid_until.parse::<Timestamp>().is_ok_and(|t| t > now));
-    let entry = |action: Action, reason: &str| Entry {
-        at: rfc3339(now),
+    desired.previous.retain(|p| p.valid_until > now);
+    let entry = |action: Action, reason: Reason| Entry {
+        at: ms(now),
         action,
-        reason: reason.into(),
+        reason,
         fingerprint: current.fingerprint.clone(),
         preview: current.preview.clone(),
         previous_fingerprint: None,
@@ -353,13 +348,9 @@ pub fn synced(
         } else {
             Action::Enabled
         };
-        desired.history = history::append(desired.history, entry(action, "Manual"), limit);
+        desired.history = history::append(desired.history, entry(action, Reason::Manual), limit);
     }
-    let expired = current_desired
-        .expires_at
-        .as_deref()
-        .and_then(|e| e.parse::<Timestamp>().ok())
-        .is_some_and(|t| t <= now);
+    let expired = current_desired.expires_at.is_some_and(|t| t <= now);
     let recorded_expiry = desired
         .history
         .iter()
@@ -373,8 +364,11 @@ pub fn synced(
         })
         .is_some_and(|e| e.action == Action::Expired);
     if expired && !recorded_expiry {
-        desired.history =
-            history::append(desired.history, entry(Action::Expired, "Expired"), limit);
+        desired.history = history::append(
+            desired.history,
+            entry(Action::Expired, Reason::Expired),
+            limit,
+        );
     }
     desired.current = Some(current_desired);
     desired.restarts = o.rotation.restarts.clone();
@@ -398,7 +392,7 @@ pub fn workload_secret(
     let mut annotations_map: BTreeMap<String, String> = template.annotations.clone();
     annotations_map.insert(annotations::KEY_ID.into(), current.key_id.clone());
     annotations_map.insert(annotations::FINGERPRINT.into(), current.fingerprint.clone());
-    annotations_map.insert(annotations::ISSUED_AT.into(), current.issued_at.clone());
+    annotations_map.insert(annotations::ISSUED_AT.into(), current.issued_at.to_string());
     annotations_map.insert(annotations::HISTORY.into(), history::render(history));
     if let Some(at) = revealed_at {
         annotations_map.insert(REVEALED_AT.into(), at.to_string());
@@ -477,24 +471,24 @@ pub fn workload_differs(wanted: &Secret, live: &Secret, secret_key: &str) -> boo
 
 /// The Event that announces an issue.
 pub fn issue_event(
-    reason: &str,
+    reason: &Reason,
     source: Source,
     rotated: bool,
     hashed: &KeyHash,
     secret: &str,
 ) -> Note {
     let (warning, event, verb) = match reason {
-        "SecretLost" => (
+        Reason::SecretLost => (
             true,
             "SecretLost",
             "the workload Secret was deleted; issued a new key",
         ),
-        "SecretTampered" => (
+        Reason::SecretTampered => (
             true,
             "SecretTampered",
             "the workload Secret no longer held the issued key; issued a new key",
         ),
-        "Adopted" => (
+        Reason::Adopted => (
             false,
             "KeyAdopted",
             "adopted the key retained in the workload Secret",
@@ -537,7 +531,7 @@ mod tests {
             lookup_id: Some("abcdefgh".into()),
             fingerprint: fp.into(),
             preview: "kw_abcdefgh…".into(),
-            issued_at: "2026-06-01T00:00:00Z".into(),
+            issued_at: "2026-06-01T00:00:00Z".parse().expect("ts"),
             expires_at: None,
             imported: false,
             weak: false,
@@ -594,7 +588,7 @@ mod tests {
         };
         record.previous.push(PreviousKey {
             key: hashed("ancient"),
-            valid_until: "2026-06-01T11:00:00Z".into(),
+            valid_until: "2026-06-01T11:00:00Z".parse().expect("ts"),
         });
         let next =
             promoted(record, SignedDuration::from_hours(1), None, None, now).expect("pending");
@@ -604,9 +598,9 @@ mod tests {
         assert_eq!(
             next.previous
                 .iter()
-                .map(|p| (p.key.fingerprint.as_str(), p.valid_until.as_str()))
+                .map(|p| (p.key.fingerprint.as_str(), p.valid_until.to_string()))
                 .collect::<Vec<_>>(),
-            [("old", "2026-06-01T13:00:00Z")],
+            [("old", "2026-06-01T13:00:00Z".to_string())],
             "the expired one is dropped"
         );
         assert!(next.pending.is_none() && next.pending_request.is_none());

@@ -15,7 +15,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
@@ -285,7 +285,7 @@ fn next_wakeup(o: &Observed) -> Next {
         .record
         .iter()
         .flat_map(|r| r.previous.iter())
-        .filter_map(|p| p.valid_until.parse::<Timestamp>().ok());
+        .map(|p| p.valid_until);
     match instants.chain(previous.filter(|t| *t > o.now)).min() {
         Some(at) => {
             let wait = at.duration_since(o.now).unsigned_abs();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
@@ -175,9 +175,9 @@ impl ApiKeys {
         let (import, import_key, import_source, weak_import) =
             self.observe_import(ak, &namespace, record.as_ref()).await?;
         let current = record.as_ref().and_then(|r| r.current.as_ref());
-        let issued = current.and_then(|c| c.issued_at.parse::<Timestamp>().ok());
+        let issued = current.map(|c| c.issued_at);
         let expires_at = match current {
-            Some(c) => c.expires_at.as_deref().and_then(|e| e.parse().ok()),
+            Some(c) => c.expires_at,
             None => build::expiry(ak, now),
         };
         let reveal_window = ak
@@ -187,7 +187,7 @@ impl ApiKeys {
             .and_then(|w| super::plan::parse_duration("revealWindow", w).ok())
             .unwrap_or(DEFAULT_REVEAL_WINDOW);
         let rotation = self
-            .observe_rotation(ak, &namespace, record.as_ref(), now)
+            .observe_rotation(ak, &namespace, record.as_ref())
             .await?;
         let observed = Observed {
             rotation,
@@ -318,7 +318,6 @@ impl ApiKeys {
         ak: &ApiKey,
         namespace: &str,
         record: Option<&HashRecord>,
-        now: Timestamp,
     ) -> Result<RotationView, Error> {
         let requested = ak.annotations().get(annotations::ROTATE).cloned();
         let mut view = RotationView::default();
@@ -336,8 +335,7 @@ impl ApiKeys {
             .filter(|v| record.rotation.last_revocation.as_ref() != Some(*v))
             .cloned();
         if !current.imported {
-            let issued = current.issued_at.parse::<Timestamp>().unwrap_or(now);
-            view.next_at = build::policy(ak).and_then(|p| p.next_rotation(issued));
+            view.next_at = build::policy(ak).and_then(|p| p.next_rotation(current.issued_at));
             view.format_changed = record
                 .format
                 .as_ref()

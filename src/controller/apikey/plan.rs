@@ -5,7 +5,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::crd::{Delivery, KeyFormat};
-use crate::history::Action;
+use crate::history::{Action, Reason};
 use crate::record::HashRecord;
 
 /// How the key in the workload Secret relates to the hash record.
@@ -125,7 +125,7 @@ pub enum Step {
     Issue {
         source: Source,
         action: Action,
-        reason: &'static str,
+        reason: Reason,
     },
     /// Copy the current key to the newly named Secret and delete the old one.
     Move { from: String },
@@ -186,14 +186,14 @@ pub fn decide(o: &Observed) -> Step {
                 return Step::Issue {
                     source: Source::Import,
                     action: Action::Imported,
-                    reason: "Created",
+                    reason: Reason::Created,
                 };
             }
             if !matches_current {
                 return Step::Issue {
                     source: Source::Import,
                     action: Action::Imported,
-                    reason: "SourceChanged",
+                    reason: Reason::SourceChanged,
                 };
             }
             return match key {
@@ -202,7 +202,7 @@ pub fn decide(o: &Observed) -> Step {
                 _ => Step::Issue {
                     source: Source::Import,
                     action: Action::Imported,
-                    reason: "Redelivered",
+                    reason: Reason::Redelivered,
                 },
             };
         }
@@ -221,12 +221,12 @@ pub fn decide(o: &Observed) -> Step {
             } => Step::Issue {
                 source: Source::Adopt,
                 action: Action::Generated,
-                reason: "Adopted",
+                reason: Reason::Adopted,
             },
             _ => Step::Issue {
                 source: Source::Generate,
                 action: Action::Generated,
-                reason: "Created",
+                reason: Reason::Created,
             },
         };
     }
@@ -250,13 +250,13 @@ pub fn decide(o: &Observed) -> Step {
                 reason,
             };
             if r.manual_request.is_some() {
-                return rotate("Manual");
+                return rotate(Reason::Manual);
             }
             if r.format_changed {
-                return rotate("FormatChanged");
+                return rotate(Reason::FormatChanged);
             }
             if r.next_at.is_some_and(|t| t <= o.now) {
-                return rotate("Schedule");
+                return rotate(Reason::Schedule);
             }
             if let Some(request) = &r.revoke_request {
                 return Step::Revoke {
@@ -281,14 +281,14 @@ pub fn decide(o: &Observed) -> Step {
         Workload::Ours { .. } => Step::Issue {
             source: Source::Generate,
             action: Action::Rotated,
-            reason: "SecretTampered",
+            reason: Reason::SecretTampered,
         },
         Workload::Missing => match &o.moving_from {
             Some(from) => Step::Move { from: from.clone() },
             None => Step::Issue {
                 source: Source::Generate,
                 action: Action::Rotated,
-                reason: "SecretLost",
+                reason: Reason::SecretLost,
             },
         },
         Workload::Foreign { .. } => unreachable!("handled above"),
@@ -332,7 +332,7 @@ pub mod fixtures {
             lookup_id: Some("abcdefgh".into()),
             fingerprint: "0123456789abcdef".into(),
             preview: "kw_abcdefgh…".into(),
-            issued_at: "2026-06-01T00:00:00Z".into(),
+            issued_at: "2026-06-01T00:00:00Z".parse().expect("ts"),
             expires_at: None,
             imported: false,
             weak: false,
@@ -391,7 +391,7 @@ mod tests {
             Step::Issue {
                 source: Source::Generate,
                 action: Action::Generated,
-                reason: "Created"
+                reason: Reason::Created
             }
         );
         assert_eq!(
@@ -452,7 +452,7 @@ mod tests {
             Step::Issue {
                 source: Source::Generate,
                 action: Action::Rotated,
-                reason: "SecretLost"
+                reason: Reason::SecretLost
             }
         );
         assert_eq!(
@@ -460,7 +460,7 @@ mod tests {
             Step::Issue {
                 source: Source::Generate,
                 action: Action::Rotated,
-                reason: "SecretTampered"
+                reason: Reason::SecretTampered
             }
         );
         assert_eq!(
@@ -468,7 +468,7 @@ mod tests {
             Step::Issue {
                 source: Source::Generate,
                 action: Action::Rotated,
-                reason: "SecretTampered"
+                reason: Reason::SecretTampered
             }
         );
     }
@@ -485,7 +485,7 @@ mod tests {
             Step::Issue {
                 source: Source::Adopt,
                 action: Action::Generated,
-                reason: "Adopted"
+                reason: Reason::Adopted
             }
         );
         let mut o = observed(Workload::Missing, Some(record(true, false)));
@@ -535,7 +535,7 @@ mod tests {
             Step::Issue {
                 source: Source::Import,
                 action: Action::Imported,
-                reason: "Created"
+                reason: Reason::Created
             }
         );
         let mut o = observed(ours(KeyMatch::Current), Some(record(true, false)));
@@ -548,7 +548,7 @@ mod tests {
             Step::Issue {
                 source: Source::Import,
                 action: Action::Imported,
-                reason: "SourceChanged"
+                reason: Reason::SourceChanged
             }
         );
         o.import = Import::Present {
@@ -597,14 +597,17 @@ mod tests {
         );
         assert_eq!(
             with(&|r| r.next_at = Some(now())),
-            rotated("Schedule"),
+            rotated(Reason::Schedule),
             "due at the exact instant"
         );
         assert_eq!(
             with(&|r| r.manual_request = Some("1".into())),
-            rotated("Manual")
+            rotated(Reason::Manual)
         );
-        assert_eq!(with(&|r| r.format_changed = true), rotated("FormatChanged"));
+        assert_eq!(
+            with(&|r| r.format_changed = true),
+            rotated(Reason::FormatChanged)
+        );
         assert_eq!(
             with(&|r| r.revoke_request = Some("x".into())),
             Step::Revoke {
@@ -626,7 +629,7 @@ mod tests {
                 r.manual_request = Some("3".into());
                 r.revoke_request = Some("3".into());
             }),
-            rotated("Manual")
+            rotated(Reason::Manual)
         );
         // A revealed ShowOnce key still rotates on schedule.
         let mut revealed = observed(
@@ -638,6 +641,6 @@ mod tests {
             Some(record(true, false)),
         );
         revealed.rotation.next_at = Some(now());
-        assert_eq!(decide(&revealed), rotated("Schedule"));
+        assert_eq!(decide(&revealed), rotated(Reason::Schedule));
     }
 }

@@ -6,16 +6,16 @@ use kube::Resource;
 
 use super::plan::{Observed, Step, Workload};
 use super::{ApiKeys, Error, Snapshot, build, stale_or};
-use crate::conditions::{self, Wanted};
+use crate::conditions::{self, Reason, Wanted};
 use crate::controller::events::Note;
 use crate::crd::{ApiKey, ApiKeyStatus, ConditionStatus, Delivery};
 
 /// Advisories: conditions that never make Ready false (reason, message).
-pub fn advisories(ak: &ApiKey, o: &Observed, snap: &Snapshot) -> Vec<(&'static str, String)> {
+pub fn advisories(ak: &ApiKey, o: &Observed, snap: &Snapshot) -> Vec<(Reason, String)> {
     let mut advisories = Vec::new();
     if !o.rotation.missing_targets.is_empty() {
         advisories.push((
-            "RestartTargetMissing",
+            Reason::RestartTargetMissing,
             format!(
                 "restart targets not found: {}; rotations still happen",
                 o.rotation.missing_targets.join(", ")
@@ -24,13 +24,13 @@ pub fn advisories(ak: &ApiKey, o: &Observed, snap: &Snapshot) -> Vec<(&'static s
     }
     if snap.weak_import {
         advisories.push((
-            "WeakKey",
+            Reason::WeakKey,
             "the imported key has fewer than 128 bits of estimated entropy; prefer a generated key"
                 .into(),
         ));
     }
     if let Some(message) = build::policy(ak).and_then(|p| p.grace_advisory(o.now)) {
-        advisories.push(("GracePeriodExceedsInterval", message));
+        advisories.push((Reason::GracePeriodExceedsInterval, message));
     }
     advisories
 }
@@ -38,23 +38,27 @@ pub fn advisories(ak: &ApiKey, o: &Observed, snap: &Snapshot) -> Vec<(&'static s
 /// The Ready (and Advisory) conditions for a step's outcome. `advisories` are
 /// (reason, message) pairs that never make Ready false; the first reason names the
 /// condition, all messages are kept.
-pub fn conditions_for(step: &Step, o: &Observed, advisories: &[(&str, String)]) -> Vec<Wanted> {
+pub fn conditions_for(step: &Step, o: &Observed, advisories: &[(Reason, String)]) -> Vec<Wanted> {
     let record = o.record.as_ref();
     let current = record.and_then(|r| r.current.as_ref());
     let mut wanted = match step {
-        Step::Invalid { message } => vec![Wanted::not_ready("InvalidSpec", message.clone())],
-        Step::Conflict { message } => vec![Wanted::not_ready("SecretConflict", message.clone())],
-        Step::ImportFailed { message } => vec![Wanted::not_ready("ImportFailed", message.clone())],
+        Step::Invalid { message } => vec![Wanted::not_ready(Reason::InvalidSpec, message.clone())],
+        Step::Conflict { message } => {
+            vec![Wanted::not_ready(Reason::SecretConflict, message.clone())]
+        }
+        Step::ImportFailed { message } => {
+            vec![Wanted::not_ready(Reason::ImportFailed, message.clone())]
+        }
         Step::Converged => {
             let preview = current.map(|c| c.preview.clone()).unwrap_or_default();
             if o.disabled {
                 vec![Wanted::not_ready(
-                    "Disabled",
+                    Reason::Disabled,
                     format!("key {preview} is disabled: the verifier refuses it"),
                 )]
             } else if o.expires_at.is_some_and(|t| t <= o.now) {
                 vec![Wanted::not_ready(
-                    "Expired",
+                    Reason::Expired,
                     format!(
                         "key {preview} expired at {}",
                         crate::clock::rfc3339(o.expires_at.unwrap_or(o.now))
@@ -66,7 +70,7 @@ pub fn conditions_for(step: &Step, o: &Observed, advisories: &[(&str, String)]) 
             } = &o.workload
             {
                 vec![Wanted::ready(
-                    "Revealed",
+                    Reason::Revealed,
                     format!("key {preview} was revealed at {at}; only its hash remains"),
                 )]
             } else if o.delivery == Delivery::ShowOnce {
@@ -75,14 +79,14 @@ pub fn conditions_for(step: &Step, o: &Observed, advisories: &[(&str, String)]) 
                     .map(crate::clock::rfc3339)
                     .unwrap_or_default();
                 vec![Wanted::ready(
-                    "KeyIssued",
+                    Reason::KeyIssued,
                     format!(
                         "key {preview} is waiting to be revealed once with `keyward reveal` (until {until})"
                     ),
                 )]
             } else if record.is_some_and(|r| r.rotation.count > 0) {
                 vec![Wanted::ready(
-                    "Rotated",
+                    Reason::Rotated,
                     format!(
                         "key {preview} is current after {} rotation(s)",
                         record.map_or(0, |r| r.rotation.count)
@@ -95,7 +99,7 @@ pub fn conditions_for(step: &Step, o: &Observed, advisories: &[(&str, String)]) 
                     "issued"
                 };
                 vec![Wanted::ready(
-                    "KeyIssued",
+                    Reason::KeyIssued,
                     format!("key {preview} {how} to Secret {}", o.desired_secret),
                 )]
             }
@@ -104,7 +108,7 @@ pub fn conditions_for(step: &Step, o: &Observed, advisories: &[(&str, String)]) 
         _ => vec![Wanted::new(
             conditions::READY,
             ConditionStatus::False,
-            "Progressing",
+            Reason::Progressing,
             "delivering the key",
         )],
     };
@@ -114,12 +118,7 @@ pub fn conditions_for(step: &Step, o: &Observed, advisories: &[(&str, String)]) 
             .map(|(_, m)| m.as_str())
             .collect::<Vec<_>>()
             .join("; ");
-        wanted.push(Wanted::new(
-            conditions::ADVISORY,
-            ConditionStatus::True,
-            reason,
-            message,
-        ));
+        wanted.push(Wanted::advisory(*reason, message));
     }
     wanted
 }
@@ -135,11 +134,6 @@ pub fn status(
     let existing = existing.clone();
     let record = o.record.as_ref();
     let current = record.and_then(|r| r.current.as_ref());
-    let parse = |s: &Option<String>| {
-        s.as_deref()
-            .and_then(|v| v.parse::<Timestamp>().ok())
-            .map(crate::clock::kube_time)
-    };
     let serving_secret = match &o.workload {
         Workload::Ours { .. } => Some(o.desired_secret.clone()),
         _ => existing.secret_name.clone(),
@@ -152,12 +146,13 @@ pub fn status(
         fingerprint: current.map(|c| c.fingerprint.clone()),
         secret_name: serving_secret,
         hash_secret_name: record.map(|_| hash_secret.to_string()),
-        issued_at: current.and_then(|c| parse(&Some(c.issued_at.clone()))),
+        issued_at: current.map(|c| crate::clock::kube_time(c.issued_at)),
         expires_at: o
             .expires_at
             .map(crate::clock::kube_time)
             .filter(|_| current.is_some()),
-        last_rotated_at: record.and_then(|r| parse(&r.rotation.last_rotated_at)),
+        last_rotated_at: record
+            .and_then(|r| r.rotation.last_rotated_at.map(crate::clock::kube_time)),
         next_rotation_at: o
             .rotation
             .next_at
@@ -186,31 +181,26 @@ fn same_status(a: &ApiKeyStatus, b: &ApiKeyStatus) -> bool {
     strip(a) == strip(b)
 }
 
-fn advisory_reason(status: Option<&ApiKeyStatus>) -> Option<String> {
-    status?
+fn advisory_reason(status: &ApiKeyStatus) -> Option<Reason> {
+    status
         .conditions
         .iter()
         .find(|c| c.type_ == conditions::ADVISORY)
-        .map(|c| c.reason.clone())
+        .and_then(Reason::of)
 }
 
-/// The Event a change of Ready announces, if any.
-fn ready_event(
-    before: Option<(ConditionStatus, String)>,
-    after: &crate::crd::Condition,
-) -> Option<Note> {
-    let was_disabled = before
-        .as_ref()
-        .is_some_and(|(_, reason)| reason == "Disabled");
+/// The Event a change of Ready announces, if any (the Event reason is the condition's).
+fn ready_event(before: Option<Reason>, after: &crate::crd::Condition) -> Option<Note> {
     let message = after.message.clone();
-    match after.reason.as_str() {
-        "InvalidSpec" => Some(Note::warning("InvalidSpec", "Reconcile", message)),
-        "SecretConflict" => Some(Note::warning("SecretConflict", "Reconcile", message)),
-        "ImportFailed" => Some(Note::warning("ImportFailed", "Reconcile", message)),
-        "Expired" => Some(Note::warning("Expired", "Reconcile", message)),
-        "Revealed" => Some(Note::normal("Revealed", "Reconcile", message)),
-        "Disabled" => Some(Note::normal("Disabled", "Reconcile", message)),
-        _ if was_disabled && after.status == ConditionStatus::True => {
+    let reason = Reason::of(after)?;
+    match reason {
+        Reason::InvalidSpec | Reason::SecretConflict | Reason::ImportFailed | Reason::Expired => {
+            Some(Note::warning(reason.as_str(), "Reconcile", message))
+        }
+        Reason::Revealed | Reason::Disabled => {
+            Some(Note::normal(reason.as_str(), "Reconcile", message))
+        }
+        _ if before == Some(Reason::Disabled) && after.status == ConditionStatus::True => {
             Some(Note::normal("Enabled", "Reconcile", message))
         }
         _ => None,
@@ -251,20 +241,22 @@ pub async fn write(
     let about = ak.object_ref(&());
     if before != after
         && let Some(ready) = conditions::ready(&status.conditions)
-        && let Some(note) = ready_event(before, ready)
+        && let Some(note) = ready_event(
+            conditions::ready(&existing.conditions).and_then(Reason::of),
+            ready,
+        )
     {
         ctx.publish(&about, note).await;
     }
-    let advisory_after = advisory_reason(Some(&status));
-    if advisory_after != advisory_reason(Some(&existing))
-        && advisory_after.as_deref() == Some("RestartTargetMissing")
-        && let Some((_, message)) = advisories
-            .iter()
-            .find(|(r, _)| *r == "RestartTargetMissing")
+    let missing = Reason::RestartTargetMissing;
+    let advisory_after = advisory_reason(&status);
+    if advisory_after != advisory_reason(&existing)
+        && advisory_after == Some(missing)
+        && let Some((_, message)) = advisories.iter().find(|(r, _)| *r == missing)
     {
         ctx.publish(
             &about,
-            Note::warning("RestartTargetMissing", "Restart", message.clone()),
+            Note::warning(missing.as_str(), "Restart", message.clone()),
         )
         .await;
     }
@@ -282,25 +274,25 @@ mod tests {
         let o = observed(ours(KeyMatch::Current), Some(record(true, false)));
         assert_eq!(
             conditions_for(&Step::Converged, &o, &[])[0].reason,
-            "KeyIssued"
+            Reason::KeyIssued
         );
         let mut d = o.clone();
         d.disabled = true;
         let c = conditions_for(&Step::Converged, &d, &[]);
         assert_eq!(
-            (c[0].status, c[0].reason.as_str()),
-            (ConditionStatus::False, "Disabled")
+            (c[0].status, c[0].reason),
+            (ConditionStatus::False, Reason::Disabled)
         );
         let mut e = o.clone();
         e.expires_at = Some(now());
         assert_eq!(
             conditions_for(&Step::Converged, &e, &[])[0].reason,
-            "Expired"
+            Reason::Expired
         );
-        let weak = conditions_for(&Step::Converged, &o, &[("WeakKey", "weak".into())]);
+        let weak = conditions_for(&Step::Converged, &o, &[(Reason::WeakKey, "weak".into())]);
         assert_eq!(
-            (weak[1].type_, weak[1].reason.as_str()),
-            ("Advisory", "WeakKey")
+            (weak[1].type_, weak[1].reason),
+            ("Advisory", Reason::WeakKey)
         );
         assert_eq!(
             weak[0].status,

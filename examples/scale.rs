@@ -1,0 +1,360 @@
+//! The scale benchmark: N ApiKeys applied at once against the real `keyward run` binary (a
+//! separate process) on the emulator; prints figures, the last line one JSON object.
+//!
+//!     cargo run --release --example scale -- --keys 1000
+//!     cargo run --release --example scale -- --keys 5000 --steady-seconds 60 --unrelated 10000
+//!
+//! Figures: seconds until every key is Ready, beside the argon2 bound (N hashes over all
+//! cores, measured in the same run); API writes and requests per key (Events excluded);
+//! reconcile failures; writes in a steady state after convergence; peak and final RSS of
+//! the `keyward run` process; and its RSS after `--unrelated` Secrets of 1 KiB each were
+//! created with a client-side `kubectl apply` (their data lands in an annotation).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use keyward::crd::ApiKey;
+use keyward_emulator::Emulator;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const HASH_NS: &str = "keyward-system";
+
+struct Args {
+    keys: usize,
+    steady_seconds: u64,
+    unrelated: usize,
+    hash_workers: Option<usize>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        keys: 1000,
+        steady_seconds: 120,
+        unrelated: 10_000,
+        hash_workers: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{flag} needs a number"))
+        };
+        match flag.as_str() {
+            "--keys" => a.keys = value() as usize,
+            "--steady-seconds" => a.steady_seconds = value(),
+            "--unrelated" => a.unrelated = value() as usize,
+            "--hash-workers" => a.hash_workers = Some(value() as usize),
+            other => panic!(
+                "unknown flag {other} (--keys, --steady-seconds, --unrelated, --hash-workers)"
+            ),
+        }
+    }
+    a
+}
+
+/// The `keyward run` child, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Operator {
+    child: Child,
+    metrics: String,
+}
+
+impl Operator {
+    fn rss_kb(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn metric_sum(&self, name: &str) -> f64 {
+        let text = http_get(&self.metrics, "/metrics");
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// Builds the release `keyward` binary next to this example and returns its path.
+fn keyward_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--bin", "keyward"])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building keyward failed");
+    let exe = std::env::current_exe().expect("own path");
+    exe.parent()
+        .and_then(|examples| examples.parent())
+        .map(|profile| profile.join("keyward"))
+        .expect("target/<profile>/keyward")
+}
+
+/// N argon2id hashes at keyward's parameters on every core, timed.
+fn argon2_bound(n: usize) -> f64 {
+    let cores = keyward::hashing::default_workers();
+    let pool = keyward::hashing::HashPool::new(cores);
+    let caller = pool.caller("bench", n.max(1));
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..n {
+        let tx = tx.clone();
+        let key = keyward::keys::PlainKey::new(format!("kw_bound_{i:08}_0123456789abcdefghij"));
+        let caller = caller.clone();
+        std::thread::spawn(move || {
+            let r = caller.run_blocking(move || {
+                keyward::keys::argon2_hash(&key, &keyward::keys::Argon2Params::default())
+            });
+            let _ = tx.send(r.is_ok());
+        });
+        // Queue in batches so this does not start N threads at once.
+        if i % 64 == 63 {
+            while pool.stats().queued > 32 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    drop(tx);
+    let done = rx.iter().filter(|ok| *ok).count();
+    assert_eq!(done, n);
+    started.elapsed().as_secs_f64()
+}
+
+fn kubectl() -> PathBuf {
+    let tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/kubectl");
+    if tools.exists() {
+        tools
+    } else {
+        PathBuf::from("kubectl")
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let n = args.keys;
+    eprintln!("scale: building keyward (release)");
+    let binary = keyward_binary();
+    eprintln!("scale: measuring the argon2 bound ({n} hashes on every core)");
+    let bound = tokio::task::spawn_blocking(move || argon2_bound(n))
+        .await
+        .expect("bound");
+    eprintln!("scale: argon2 bound {bound:.2}s");
+
+    let emulator = Emulator::start().await.expect("emulator");
+    let client = emulator.client();
+    keyward::cli::install_crds(&client).await.expect("CRDs");
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": HASH_NS}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("hash namespace");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    emulator.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+
+    let mut cmd = Command::new(&binary);
+    cmd.arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--log-format", "json", "run", "--hash-namespace", HASH_NS])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(w) = args.hash_workers {
+        cmd.args(["--hash-workers", &w.to_string()]);
+    }
+    let mut child = cmd.spawn().expect("keyward run starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = v["fields"]["addr"].as_str()
+            {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let metrics = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("keyward logs its metrics address");
+    let op = Operator { child, metrics };
+    // Started: it has listed and created its pepper.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), HASH_NS);
+    while secrets
+        .get_opt(keyward::controller::PEPPER_SECRET)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss_start = op.rss_kb("VmRSS:");
+
+    eprintln!("scale: applying {n} ApiKeys");
+    let apikeys: Api<ApiKey> = Api::default_namespaced(client.clone());
+    emulator.hooks().reset_counters();
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = apikeys.clone();
+            async move {
+                let name = format!("scale-{i}");
+                let body = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey",
+                    "metadata": {"name": name}, "spec": {"owner": "scale"}});
+                api.patch(&name, &PatchParams::apply("scale"), &Patch::Apply(&body))
+                    .await
+                    .expect("apply");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let mut polls = 0u64;
+    loop {
+        polls += 1;
+        let list = apikeys.list(&ListParams::default()).await.expect("list");
+        let ready = list
+            .items
+            .iter()
+            .filter(|ak| {
+                ak.status.as_ref().is_some_and(|s| {
+                    keyward::conditions::ready(&s.conditions)
+                        .is_some_and(|c| c.status == keyward::crd::ConditionStatus::True)
+                })
+            })
+            .count();
+        if ready == n {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "not converged after an hour: {ready}/{n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seconds_to_ready = started.elapsed().as_secs_f64();
+    eprintln!("scale: all {n} Ready after {seconds_to_ready:.2}s");
+    // Trailing writes of the last keys (their Events, a follow-up pass) land.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counters = emulator.hooks().counters();
+    let (mut writes, mut requests) = (0u64, 0u64);
+    for ((verb, resource), count) in &counters {
+        if resource == "events" {
+            continue;
+        }
+        // The benchmark's own applies and polls are not keyward's.
+        let own = match (verb.as_str(), resource.as_str()) {
+            ("patch", "apikeys") => n as u64,
+            ("list", "apikeys") => polls,
+            _ => 0,
+        };
+        let count = count.saturating_sub(own);
+        requests += count;
+        if matches!(verb.as_str(), "create" | "update" | "patch" | "delete") {
+            writes += count;
+        }
+    }
+    let reconcile_errors = op.metric_sum("keyward_reconcile_failures_total");
+    let rss_peak = op.rss_kb("VmHWM:");
+
+    eprintln!("scale: steady state for {}s", args.steady_seconds);
+    emulator.hooks().reset_counters();
+    tokio::time::sleep(Duration::from_secs(args.steady_seconds)).await;
+    let steady_state_writes = emulator.hooks().writes();
+    let rss_final = op.rss_kb("VmRSS:");
+
+    let mut rss_unrelated = rss_final;
+    if args.unrelated > 0 {
+        eprintln!(
+            "scale: {} unrelated Secrets (1 KiB each) by client-side kubectl apply",
+            args.unrelated
+        );
+        let manifest = dir.path().join("unrelated.yaml");
+        let mut file = std::fs::File::create(&manifest).expect("manifest");
+        let filler = "x".repeat(1024);
+        for i in 0..args.unrelated {
+            writeln!(
+                file,
+                "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: unrelated-{i}\n  namespace: default\nstringData:\n  data: {filler}"
+            )
+            .expect("write");
+        }
+        drop(file);
+        let out = Command::new(kubectl())
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["apply", "-f"])
+            .arg(&manifest)
+            .stdout(Stdio::null())
+            .output()
+            .expect("kubectl runs (scripts/install-tools installs it)");
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Let keyward's metadata watch take them all in.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        rss_unrelated = op.rss_kb("VmRSS:");
+    }
+    let mb = |kb: u64| (kb as f64 / 1024.0 * 10.0).round() / 10.0;
+    let report = json!({
+        "keys": n,
+        "seconds_to_ready": (seconds_to_ready * 100.0).round() / 100.0,
+        "argon2_bound_seconds": (bound * 100.0).round() / 100.0,
+        "writes_per_key": (writes as f64 / n as f64 * 100.0).round() / 100.0,
+        "requests_per_key": (requests as f64 / n as f64 * 100.0).round() / 100.0,
+        "reconcile_errors": reconcile_errors as u64,
+        "steady_state_writes": steady_state_writes,
+        "rss_mb_start": mb(rss_start),
+        "rss_mb_peak": mb(rss_peak),
+        "rss_mb_final": mb(rss_final),
+        "rss_mb_with_unrelated": mb(rss_unrelated),
+    });
+    eprintln!("scale: requests by kind: {counters:?}");
+    drop(op);
+    emulator.shutdown().await;
+    println!("{report}");
+}
