@@ -19,7 +19,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use keyward::crd::ApiKey;
 use keyward_emulator::Emulator;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const HASH_NS: &str = "keyward-system";
@@ -76,6 +76,10 @@ impl Operator {
             .unwrap_or(0)
     }
 
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     fn metric_sum(&self, name: &str) -> f64 {
         let text = http_get(&self.metrics, "/metrics");
         text.lines()
@@ -100,6 +104,19 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// User + system CPU seconds of the process whose `stat` file this is.
+fn cpu_seconds(stat: &str) -> f64 {
+    let text = std::fs::read_to_string(stat).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn http_get(addr: &str, path: &str) -> String {
@@ -206,8 +223,12 @@ async fn main() {
     let mut child = cmd.spawn().expect("keyward run starts");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
+    let log_path = dir.path().join("keyward.log");
+    eprintln!("scale: keyward's log: {}", log_path.display());
+    let mut log = std::fs::File::create(&log_path).expect("log file");
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                 && let Some(addr) = v["fields"]["addr"].as_str()
             {
@@ -235,6 +256,7 @@ async fn main() {
     eprintln!("scale: applying {n} ApiKeys");
     let apikeys: Api<ApiKey> = Api::default_namespaced(client.clone());
     emulator.hooks().reset_counters();
+    let (cpu_keyward_0, cpu_bench_0) = (op.cpu_seconds(), cpu_seconds("/proc/self/stat"));
     let started = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
@@ -251,30 +273,55 @@ async fn main() {
         .buffer_unordered(32)
         .collect::<Vec<()>>()
         .await;
-    let mut polls = 0u64;
-    loop {
-        polls += 1;
-        let list = apikeys.list(&ListParams::default()).await.expect("list");
-        let ready = list
-            .items
-            .iter()
-            .filter(|ak| {
-                ak.status.as_ref().is_some_and(|s| {
-                    keyward::conditions::ready(&s.conditions)
-                        .is_some_and(|c| c.status == keyward::crd::ConditionStatus::True)
-                })
-            })
-            .count();
-        if ready == n {
-            break;
+    // Readiness from a watch, as a controller would see it: no polling load on the API.
+    let ready_of = |ak: &ApiKey| {
+        ak.status.as_ref().is_some_and(|s| {
+            keyward::conditions::ready(&s.conditions)
+                .is_some_and(|c| c.status == keyward::crd::ConditionStatus::True)
+        })
+    };
+    let mut ready = std::collections::HashSet::new();
+    let mut events = std::pin::pin!(kube::runtime::watcher(
+        apikeys.clone(),
+        kube::runtime::watcher::Config::default()
+    ));
+    let mut report_at = Instant::now() + Duration::from_secs(10);
+    while ready.len() < n {
+        if Instant::now() >= report_at {
+            eprintln!("scale: {}/{n} Ready after {:.0}s", ready.len(), started.elapsed().as_secs_f64());
+            report_at += Duration::from_secs(10);
         }
         assert!(
             started.elapsed() < Duration::from_secs(3600),
-            "not converged after an hour: {ready}/{n}"
+            "not converged after an hour: {}/{n}",
+            ready.len()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let event = match tokio::time::timeout(Duration::from_secs(1), events.next()).await {
+            Err(_) => continue,
+            Ok(next) => next.expect("the watch stream never ends"),
+        };
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("scale: watch error (retrying): {e}");
+                continue;
+            }
+        };
+        match event {
+            kube::runtime::watcher::Event::Apply(ak) | kube::runtime::watcher::Event::InitApply(ak) => {
+                let name = ak.metadata.name.clone().unwrap_or_default();
+                if ready_of(&ak) {
+                    ready.insert(name);
+                } else {
+                    ready.remove(&name);
+                }
+            }
+            _ => {}
+        }
     }
     let seconds_to_ready = started.elapsed().as_secs_f64();
+    let cpu_keyward = op.cpu_seconds() - cpu_keyward_0;
+    let cpu_emulator = cpu_seconds("/proc/self/stat") - cpu_bench_0;
     eprintln!("scale: all {n} Ready after {seconds_to_ready:.2}s");
     // Trailing writes of the last keys (their Events, a follow-up pass) land.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -287,7 +334,7 @@ async fn main() {
         // The benchmark's own applies and polls are not keyward's.
         let own = match (verb.as_str(), resource.as_str()) {
             ("patch", "apikeys") => n as u64,
-            ("list", "apikeys") => polls,
+            ("list" | "watch", "apikeys") => 1,
             _ => 0,
         };
         let count = count.saturating_sub(own);
@@ -347,6 +394,8 @@ async fn main() {
         "writes_per_key": (writes as f64 / n as f64 * 100.0).round() / 100.0,
         "requests_per_key": (requests as f64 / n as f64 * 100.0).round() / 100.0,
         "reconcile_errors": reconcile_errors as u64,
+        "cpu_seconds_keyward": (cpu_keyward * 100.0).round() / 100.0,
+        "cpu_seconds_emulator_and_client": (cpu_emulator * 100.0).round() / 100.0,
         "steady_state_writes": steady_state_writes,
         "rss_mb_start": mb(rss_start),
         "rss_mb_peak": mb(rss_peak),

@@ -1,6 +1,7 @@
 //! keyward: a Kubernetes operator that manages API keys as custom resources.
 #![forbid(unsafe_code)]
 
+pub mod allowlist;
 pub mod apply;
 pub mod cli;
 pub mod clock;

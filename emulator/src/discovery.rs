@@ -206,7 +206,7 @@ pub fn openapi_v3_document(resources: &[ResourceType], group: &str, version: &st
                 json!({"get": op("get"), "put": op("put"), "patch": op("patch")}),
             );
         }
-        let mut schema = r.schema.clone().unwrap_or_else(
+        let mut schema = r.schema.as_ref().map(|s| s.value.clone()).unwrap_or_else(
             || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
         );
         schema["x-kubernetes-group-version-kind"] = json!([gvk]);
@@ -243,7 +243,8 @@ pub fn openapi_v2(resources: &[ResourceType]) -> Value {
         );
         let mut schema = r
             .schema
-            .clone()
+            .as_ref()
+            .map(|s| s.value.clone())
             .unwrap_or_else(|| json!({"type": "object"}));
         schema["x-kubernetes-group-version-kind"] = json!([gvk]);
         definitions.insert(schema_name(r), schema);

@@ -269,10 +269,10 @@ fn decode_body_raw(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError
     match media {
         "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(bytes)
             .map_err(|e| ApiError::new(415, "UnsupportedMediaType", e)),
-        "application/yaml" | "application/apply-patch+yaml" => {
-            serde_saphyr::from_slice::<Value>(bytes)
-                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
-        }
+        // JSON is YAML, and what most clients send under these types: take the fast path.
+        "application/yaml" | "application/apply-patch+yaml" => serde_json::from_slice::<Value>(bytes)
+            .or_else(|_| serde_saphyr::from_slice::<Value>(bytes))
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}"))),
         _ => serde_json::from_slice::<Value>(bytes).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         }),
@@ -656,10 +656,16 @@ fn list_body(
 
 type Filter = Box<dyn Fn(&Value) -> bool + Send + Sync>;
 
-/// A BOOKMARK or ERROR event: its object is sent as it is.
+/// A watch event line: `{"type":KIND,"object":OBJECT}` and a newline, written directly
+/// (no intermediate JSON value: a watch fans every change out to every watcher).
 fn event_line(kind: &str, object: &Value) -> Bytes {
-    let mut line = json!({"type": kind, "object": object}).to_string();
-    line.push('\n');
+    let mut line = Vec::with_capacity(256);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    // Serializing a Value into memory cannot fail.
+    let _ = serde_json::to_writer(&mut line, object);
+    line.extend_from_slice(b"}\n");
     Bytes::from(line)
 }
 
@@ -684,18 +690,20 @@ fn render_for(headers: &HeaderMap) -> Render {
 }
 
 fn event_line_as(kind: &str, object: &Value, render: Render, rt: &ResourceType) -> Bytes {
-    let object = match render {
-        Render::Full => object.clone(),
-        Render::Metadata => partial(object),
+    match render {
+        Render::Full => event_line(kind, object),
+        Render::Metadata => event_line(kind, &partial(object)),
         Render::Table => {
             let rv = object["metadata"]["resourceVersion"]
                 .as_str()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            table::table(rt, std::slice::from_ref(object), rv, None)
+            event_line(
+                kind,
+                &table::table(rt, std::slice::from_ref(object), rv, None),
+            )
         }
-    };
-    event_line(kind, &object)
+    }
 }
 
 /// Streams watch events as newline-delimited JSON, as the apiserver does.
@@ -833,14 +841,14 @@ fn change_line(
     filter: &Filter,
     render: Render,
 ) -> Option<Bytes> {
-    let object = Store::present(rt, &change.object);
+    let object = Store::present_ref(rt, &change.object);
     let now = filter(&object);
     match change.kind {
         EventType::Modified => {
             let before = change
                 .previous
                 .as_ref()
-                .map(|p| filter(&Store::present(rt, p)))
+                .map(|p| filter(&Store::present_ref(rt, p)))
                 .unwrap_or(now);
             match (before, now) {
                 (true, true) => Some(event_line_as("MODIFIED", &object, render, rt)),

@@ -14,6 +14,20 @@ pub enum ListType {
     Set,
 }
 
+/// A CRD version's schema, with its CEL rules compiled once.
+#[derive(Debug)]
+pub struct CrdSchema {
+    pub value: Value,
+    pub compiled: kube_cel::CompiledSchema,
+}
+
+impl CrdSchema {
+    pub fn new(value: Value) -> Self {
+        let compiled = kube_cel::compile_schema(&value);
+        Self { value, compiled }
+    }
+}
+
 /// One served resource (a group/version/plural), with what the emulator needs to serve it.
 #[derive(Debug, Clone)]
 pub struct ResourceType {
@@ -29,8 +43,9 @@ pub struct ResourceType {
     pub status_subresource: bool,
     /// Objects carry `metadata.generation`, bumped on spec changes.
     pub has_generation: bool,
-    /// The CRD's `openAPIV3Schema`, enforced on writes.
-    pub schema: Option<Value>,
+    /// The CRD's `openAPIV3Schema`, enforced on writes; shared, since a resource type is
+    /// copied into every request.
+    pub schema: Option<std::sync::Arc<CrdSchema>>,
     /// `additionalPrinterColumns` of the CRD.
     pub printer_columns: Vec<Value>,
     /// `selectableFields` of the CRD plus the built-in extras.
@@ -119,7 +134,7 @@ impl ResourceType {
             _ => {}
         }
         if let Some(schema) = &self.schema {
-            return schema_list_type(schema, path);
+            return schema_list_type(&schema.value, path);
         }
         builtin_list_type(path)
     }
@@ -354,7 +369,9 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
             categories: strings(&names["categories"]),
             status_subresource: !v["subresources"]["status"].is_null(),
             has_generation: true,
-            schema: Some(v["schema"]["openAPIV3Schema"].clone()),
+            schema: Some(std::sync::Arc::new(CrdSchema::new(
+                v["schema"]["openAPIV3Schema"].clone(),
+            ))),
             printer_columns: v["additionalPrinterColumns"]
                 .as_array()
                 .cloned()

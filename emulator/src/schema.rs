@@ -61,10 +61,34 @@ pub struct Checked {
     pub errors: Vec<FieldError>,
 }
 
+thread_local! {
+    /// One CEL environment per thread: building it registers every Kubernetes function.
+    static VALIDATOR: kube_cel::Validator = kube_cel::Validator::new();
+}
+
 /// Checks `object` against an `openAPIV3Schema`. `old` enables transition rules (updates).
 /// Unknown fields are always pruned from [`Checked::object`]; the caller refuses them when
 /// `fieldValidation` is Strict.
 pub fn check(schema: &Value, object: &Value, old: Option<&Value>) -> Checked {
+    check_with(schema, None, object, old)
+}
+
+/// [`check`] with the schema's CEL rules compiled beforehand (once per CRD).
+pub fn check_compiled(
+    schema: &Value,
+    compiled: &kube_cel::CompiledSchema,
+    object: &Value,
+    old: Option<&Value>,
+) -> Checked {
+    check_with(schema, Some(compiled), object, old)
+}
+
+fn check_with(
+    schema: &Value,
+    compiled: Option<&kube_cel::CompiledSchema>,
+    object: &Value,
+    old: Option<&Value>,
+) -> Checked {
     let mut unknown_fields = Vec::new();
     let pruned = prune(schema, object, "", true, &mut unknown_fields);
     let defaulted = kube_cel::apply_defaults(schema, &pruned);
@@ -72,7 +96,11 @@ pub fn check(schema: &Value, object: &Value, old: Option<&Value>) -> Checked {
     validate_node(schema, &defaulted, "", &mut errors);
     if errors.is_empty() {
         // CEL rules see well-typed data only, as on a real apiserver.
-        if let Err(failures) = kube_cel::Validator::new().validate(schema, &defaulted, old) {
+        let outcome = VALIDATOR.with(|v| match compiled {
+            Some(c) => v.validate_compiled(c, &defaulted, old),
+            None => v.validate(schema, &defaulted, old),
+        });
+        if let Err(failures) = outcome {
             for failure in failures.iter() {
                 let field = failure.field_path.trim_start_matches('.').to_string();
                 let shown = if field.is_empty() {

@@ -130,10 +130,9 @@ pub enum PatchType {
 struct State {
     rv: u64,
     objects: BTreeMap<Key, Value>,
-    /// The state each object was last announced in, for `Change::previous`.
-    last_seen: BTreeMap<Key, Value>,
     history: VecDeque<Arc<Change>>,
-    resources: Vec<ResourceType>,
+    /// Shared with every request (copied on write when a CRD changes what is served).
+    resources: Arc<Vec<ResourceType>>,
 }
 
 /// The emulator's state, shared by every request.
@@ -192,9 +191,8 @@ impl Store {
             state: Mutex::new(State {
                 rv: 1,
                 objects: BTreeMap::new(),
-                last_seen: BTreeMap::new(),
                 history: VecDeque::new(),
-                resources: resources::builtins(),
+                resources: Arc::new(resources::builtins()),
             }),
             changes,
             history_limit,
@@ -218,7 +216,7 @@ impl Store {
     }
 
     /// Every served resource.
-    pub fn resources(&self) -> Vec<ResourceType> {
+    pub fn resources(&self) -> Arc<Vec<ResourceType>> {
         self.lock().resources.clone()
     }
 
@@ -250,13 +248,21 @@ impl Store {
 
     /// Converts a stored object to what `rt` serves (events live in core/v1 form).
     pub fn present(rt: &ResourceType, stored: &Value) -> Value {
+        Self::present_ref(rt, stored).into_owned()
+    }
+
+    /// [`Store::present`] without a copy when the stored object already reads that way.
+    pub fn present_ref<'a>(rt: &ResourceType, stored: &'a Value) -> std::borrow::Cow<'a, Value> {
         if rt.storage == "events" && rt.group == "events.k8s.io" {
-            return events::from_core(stored);
+            return std::borrow::Cow::Owned(events::from_core(stored));
+        }
+        if stored["apiVersion"] == rt.api_version().as_str() && stored["kind"] == rt.kind.as_str() {
+            return std::borrow::Cow::Borrowed(stored);
         }
         let mut out = stored.clone();
         out["apiVersion"] = json!(rt.api_version());
         out["kind"] = json!(rt.kind);
-        out
+        std::borrow::Cow::Owned(out)
     }
 
     fn to_storage(rt: &ResourceType, object: Value) -> Value {
@@ -290,6 +296,17 @@ impl Store {
             Some(token) => Some(decode_continue(token)?),
             None => None,
         };
+        // Every page reports the first page's version, so a watch from it misses nothing
+        // that changed while the later pages were read (it may replay some of it).
+        let snapshot_rv = start_after.as_ref().map_or(state.rv, |s| s.2);
+        let oldest = state.history.front().map_or(state.rv, |c| c.rv);
+        if snapshot_rv + 1 < oldest && snapshot_rv < state.rv {
+            return Err(ApiError::new(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ));
+        }
         let mut matching = state
             .objects
             .iter()
@@ -300,24 +317,24 @@ impl Store {
                     .as_ref()
                     .is_none_or(|s| (&k.namespace, &k.name) > (&s.0, &s.1))
             })
-            .map(|(k, o)| (k, Self::present(rt, o)))
+            .map(|(k, o)| (k, Self::present_ref(rt, o)))
             .filter(|(_, o)| filter(o));
         let mut items = Vec::new();
         let mut last = None;
         for (k, o) in matching.by_ref().take(limit.unwrap_or(usize::MAX)) {
             last = Some((k.namespace.clone(), k.name.clone()));
-            items.push(o);
+            items.push(o.into_owned());
         }
         let rest = matching.count() as u64;
         let (continue_token, remaining) = match (limit, last) {
             (Some(l), Some(last)) if items.len() >= l && rest > 0 => {
-                (Some(encode_continue(&last)), Some(rest))
+                (Some(encode_continue(&last, snapshot_rv)), Some(rest))
             }
             _ => (None, None),
         };
         Ok(Page {
             items,
-            resource_version: state.rv,
+            resource_version: snapshot_rv,
             continue_token,
             remaining,
         })
@@ -361,20 +378,17 @@ impl Store {
         (items, state.rv, receiver)
     }
 
-    fn record(&self, state: &mut State, kind: EventType, key: &Key, object: Value) {
-        let previous = if kind == EventType::Modified {
-            state.last_seen.remove(key)
-        } else {
-            None
-        };
-        if kind == EventType::Deleted {
-            state.last_seen.remove(key);
-        } else {
-            state.last_seen.insert(key.clone(), object.clone());
-        }
+    fn record(
+        &self,
+        state: &mut State,
+        kind: EventType,
+        key: &Key,
+        object: Value,
+        previous: Option<Value>,
+    ) {
         let change = Arc::new(Change {
             rv: state.rv,
-            previous,
+            previous: previous.filter(|_| kind == EventType::Modified),
             kind,
             storage: key.storage.clone(),
             namespace: key.namespace.clone(),
@@ -393,15 +407,14 @@ impl Store {
     fn commit(&self, state: &mut State, kind: EventType, key: &Key, mut object: Value) -> Value {
         state.rv += 1;
         meta_mut(&mut object).insert("resourceVersion".into(), json!(state.rv.to_string()));
-        match kind {
-            EventType::Deleted => {
-                state.objects.remove(key);
-            }
+        // What the object was before this change: what selector watches compare against.
+        let previous = match kind {
+            EventType::Deleted => state.objects.remove(key),
             EventType::Added | EventType::Modified => {
-                state.objects.insert(key.clone(), object.clone());
+                state.objects.insert(key.clone(), object.clone())
             }
-        }
-        self.record(state, kind, key, object.clone());
+        };
+        self.record(state, kind, key, object.clone(), previous);
         object
     }
 
@@ -600,8 +613,8 @@ impl Store {
             ));
         }
         self.check_labels(rt, name, &object)?;
-        if let Some(schema_value) = &rt.schema {
-            let checked = schema::check(schema_value, &object, old);
+        if let Some(crd_schema) = &rt.schema {
+            let checked = schema::check_compiled(&crd_schema.value, &crd_schema.compiled, &object, old);
             if !checked.unknown_fields.is_empty() {
                 match validation {
                     FieldValidation::Strict => {
@@ -726,10 +739,9 @@ impl Store {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            state
-                .resources
-                .retain(|r| !(r.custom && r.group == group && r.plural == plural));
-            state.resources.extend(served);
+            let resources = Arc::make_mut(&mut state.resources);
+            resources.retain(|r| !(r.custom && r.group == group && r.plural == plural));
+            resources.extend(served);
         }
     }
 
@@ -1314,8 +1326,7 @@ impl Store {
                     self.commit(state, EventType::Deleted, &key, o);
                 }
             }
-            state
-                .resources
+            Arc::make_mut(&mut state.resources)
                 .retain(|r| !(r.custom && r.group == group && r.plural == plural));
         }
         let uid = str_at(object, "uid").to_string();
@@ -1405,12 +1416,15 @@ fn admit_secret(
     }
 }
 
-fn encode_continue(last: &(String, String)) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(&json!({"ns": last.0, "name": last.1})).unwrap_or_default())
+/// A continue token: where the next page starts, and the resourceVersion of the list's
+/// first page, which every later page reports (as the apiserver's paged lists do).
+fn encode_continue(last: &(String, String), rv: u64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        serde_json::to_vec(&json!({"ns": last.0, "name": last.1, "rv": rv})).unwrap_or_default(),
+    )
 }
 
-fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
+fn decode_continue(token: &str) -> Result<(String, String, u64), ApiError> {
     let bad = || ApiError::bad_request("continue key is not valid: invalid continue token");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
@@ -1419,5 +1433,6 @@ fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
     Ok((
         v["ns"].as_str().ok_or_else(bad)?.to_string(),
         v["name"].as_str().ok_or_else(bad)?.to_string(),
+        v["rv"].as_u64().ok_or_else(bad)?,
     ))
 }

@@ -937,6 +937,78 @@ async fn paging_with_limit_and_continue() {
     assert_eq!(names, (0..7).map(|i| format!("s{i}")).collect::<Vec<_>>());
 }
 
+/// Paged lists are one snapshot to the client: every page reports the first page's
+/// resourceVersion, so a watch from it delivers what changed while later pages were read
+/// (https://kubernetes.io/docs/reference/using-api/api-concepts/#retrieving-large-results-sets-in-chunks).
+#[tokio::test]
+async fn paged_lists_report_the_first_pages_version_so_no_change_is_missed() {
+    let (emu, client) = start().await;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    for name in ["a", "b", "c"] {
+        secrets
+            .create(&PostParams::default(), &secret(name, json!({})))
+            .await
+            .expect("created");
+    }
+    let first = secrets
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("page 1");
+    let snapshot = first.metadata.resource_version.clone().expect("rv");
+    let token = first.metadata.continue_.clone().expect("more pages");
+    // While the client pages: one object it already has and one it has not changes.
+    for name in ["a", "c"] {
+        let patch = json!({"metadata": {"labels": {"changed": "yes"}}});
+        secrets
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patched");
+    }
+    let mut params = ListParams::default().limit(1).continue_token(&token);
+    loop {
+        let page = secrets.list(&params).await.expect("later page");
+        assert_eq!(
+            page.metadata.resource_version.as_deref(),
+            Some(snapshot.as_str()),
+            "every page reports the first page's version"
+        );
+        match page.metadata.continue_ {
+            Some(t) if !t.is_empty() => params = params.continue_token(&t),
+            _ => break,
+        }
+    }
+    let mut events = std::pin::pin!(
+        secrets
+            .watch(&WatchParams::default(), &snapshot)
+            .await
+            .expect("watch")
+    );
+    let mut changed = std::collections::BTreeSet::new();
+    while changed.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("the changes are delivered")
+            .expect("stream open")
+            .expect("event");
+        if let WatchEvent::Modified(s) = event {
+            changed.insert(s.metadata.name.unwrap_or_default());
+        }
+    }
+    assert_eq!(changed, ["a".to_string(), "c".to_string()].into());
+    // A continue token older than the watch history is refused, as the apiserver does.
+    emu.store().compact();
+    secrets
+        .create(&PostParams::default(), &secret("d", json!({})))
+        .await
+        .expect("created");
+    let err = secrets
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await
+        .expect_err("expired");
+    let status = api_error(err);
+    assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+}
+
 #[tokio::test]
 async fn events_share_one_store_across_both_apis() {
     let (_emu, client) = start().await;

@@ -107,17 +107,32 @@ struct State {
     relist_started: HashMap<WatchId, Instant>,
     /// Watches whose (re)list has completed and not restarted since.
     synced: std::collections::HashSet<WatchId>,
-    unseen: HashMap<(WatchId, AnyRef), Unseen>,
+    /// Per object, the watches still to echo a write of the controllers.
+    unseen: HashMap<AnyRef, Vec<(WatchId, Unseen)>>,
+    /// The version each live object was last written at by the controllers.
+    written: HashMap<AnyRef, String>,
+    writes: u64,
     /// Objects a write of the controllers may or may not have changed (the answer was
     /// lost): the cache cannot tell, so the next read of each goes to the API.
     uncertain: std::collections::HashSet<AnyRef>,
-    /// Recent events, oldest first: a watch event can arrive before the write's own answer.
-    recent: std::collections::VecDeque<(Instant, WatchId, AnyRef, Option<String>)>,
+    /// Recent events per object (a watch event can arrive before the write's own answer),
+    /// and the order they came in, for forgetting them.
+    recent: HashMap<AnyRef, Recent>,
+    recent_order: std::collections::VecDeque<(Instant, AnyRef)>,
+}
+
+/// The last few versions watches delivered for one object.
+#[derive(Debug, Default)]
+struct Recent {
+    at: Option<Instant>,
+    seen: std::collections::VecDeque<(WatchId, Option<String>)>,
 }
 
 /// How long (and how many) recent events are kept to match writes answered late.
 const RECENT_WINDOW: Duration = Duration::from_secs(10);
 const RECENT_LIMIT: usize = 20_000;
+/// Versions remembered per object (a few watches, a few quick changes).
+const RECENT_PER_OBJECT: usize = 8;
 
 /// Wakes `wait_seen` callers once an event has been recorded.
 struct WakeOnDrop<'a>(&'a tokio::sync::Notify);
@@ -148,16 +163,42 @@ impl std::fmt::Debug for Activity {
 impl State {
     fn remember(&mut self, id: WatchId, obj: &AnyRef, resource_version: Option<String>) {
         let now = Instant::now();
-        while self.recent.len() >= RECENT_LIMIT
+        while self.recent_order.len() >= RECENT_LIMIT
             || self
-                .recent
+                .recent_order
                 .front()
-                .is_some_and(|(t, ..)| now.duration_since(*t) > RECENT_WINDOW)
+                .is_some_and(|(t, _)| now.duration_since(*t) > RECENT_WINDOW)
         {
-            self.recent.pop_front();
+            let Some((t, old)) = self.recent_order.pop_front() else {
+                break;
+            };
+            if self.recent.get(&old).is_some_and(|r| r.at <= Some(t)) {
+                self.recent.remove(&old);
+            }
         }
-        self.recent
-            .push_back((now, id, obj.clone(), resource_version));
+        let recent = self.recent.entry(obj.clone()).or_default();
+        recent.at = Some(now);
+        if recent.seen.len() >= RECENT_PER_OBJECT {
+            recent.seen.pop_front();
+        }
+        recent.seen.push_back((id, resource_version));
+        self.recent_order.push_back((now, obj.clone()));
+    }
+
+    fn recently_seen(&self, id: Option<WatchId>, obj: &AnyRef, rv: &Option<String>) -> bool {
+        self.recent.get(obj).is_some_and(|r| {
+            r.seen
+                .iter()
+                .any(|(w, v)| id.is_none_or(|id| *w == id) && v == rv)
+        })
+    }
+
+    /// Drops unseen writes older than [`UNSEEN_LIMIT`] (a bound if a watch never echoes).
+    fn prune_unseen(&mut self, now: Instant) {
+        self.unseen.retain(|_, list| {
+            list.retain(|(_, u)| now.duration_since(u.written) < UNSEEN_LIMIT);
+            !list.is_empty()
+        });
     }
 
     fn exists(&self, obj: &AnyRef) -> bool {
@@ -219,9 +260,7 @@ impl Activity {
             .get(&obj.dyntype.kind)
             .and_then(|in_store| in_store(obj));
         in_store.as_deref() == Some(resource_version)
-            || s.recent
-                .iter()
-                .any(|(_, _, o, rv)| o == obj && rv.as_deref() == Some(resource_version))
+            || s.recently_seen(None, obj, &Some(resource_version.to_string()))
     }
 
     /// Registers a count of changes not yet handed to every subscriber of shared watches.
@@ -234,9 +273,10 @@ impl Activity {
     pub fn has_unseen(&self, obj: &AnyRef) -> bool {
         let s = self.lock();
         let now = Instant::now();
-        s.unseen
-            .iter()
-            .any(|((_, o), u)| o == obj && now.duration_since(u.written) < UNSEEN_LIMIT)
+        s.unseen.get(obj).is_some_and(|list| {
+            list.iter()
+                .any(|(_, u)| now.duration_since(u.written) < UNSEEN_LIMIT)
+        })
     }
 
     /// Waits (at most `patience`) until the controllers' own writes to `objs` have come back
@@ -273,22 +313,32 @@ impl Activity {
             Note::InitDone => {
                 s.synced.insert(id);
                 if let Some(started) = s.relist_started.remove(&id) {
-                    s.unseen.retain(|(w, _), u| *w != id || u.written > started);
+                    s.unseen.retain(|_, list| {
+                        list.retain(|(w, u)| *w != id || u.written > started);
+                        !list.is_empty()
+                    });
                 }
             }
             Note::Applied(obj, rv) => {
                 s.remember(id, &obj, rv.clone());
-                let key = (id, obj);
-                if s.unseen
-                    .get(&key)
-                    .is_some_and(|u| u.resource_version.is_some() && u.resource_version == rv)
-                {
-                    s.unseen.remove(&key);
+                if let Some(list) = s.unseen.get_mut(&obj) {
+                    list.retain(|(w, u)| {
+                        !(*w == id && u.resource_version.is_some() && u.resource_version == rv)
+                    });
+                    if list.is_empty() {
+                        s.unseen.remove(&obj);
+                    }
                 }
             }
             Note::Deleted(obj) => {
+                s.written.remove(&obj);
                 s.remember(id, &obj, None);
-                s.unseen.remove(&(id, obj));
+                if let Some(list) = s.unseen.get_mut(&obj) {
+                    list.retain(|(w, _)| *w != id);
+                    if list.is_empty() {
+                        s.unseen.remove(&obj);
+                    }
+                }
             }
         }
     }
@@ -297,6 +347,9 @@ impl Activity {
     /// `None` with `deleted` for a deletion that removed the object.
     pub fn wrote<K: Resource<DynamicType = ()>>(&self, written: &K) {
         let rv = written.resource_version();
+        if let Some(v) = &rv {
+            self.lock().written.insert(erase(written), v.clone());
+        }
         self.expect(written, rv);
     }
 
@@ -345,8 +398,10 @@ impl Activity {
         let key = erase(obj);
         let now = Instant::now();
         let mut s = self.lock();
-        s.unseen
-            .retain(|_, u| now.duration_since(u.written) < UNSEEN_LIMIT);
+        s.writes += 1;
+        if s.writes.is_multiple_of(1024) {
+            s.prune_unseen(now);
+        }
         let ids: Vec<WatchId> = s
             .watches
             .iter()
@@ -355,21 +410,29 @@ impl Activity {
             .map(|(i, _)| WatchId(i))
             .collect();
         for id in ids {
-            let already = s
-                .recent
-                .iter()
-                .any(|(_, w, o, rv)| *w == id && *o == key && *rv == resource_version);
-            if already {
+            if s.recently_seen(Some(id), &key, &resource_version) {
                 continue;
             }
-            s.unseen.insert(
-                (id, key.clone()),
+            let list = s.unseen.entry(key.clone()).or_default();
+            list.retain(|(w, _)| *w != id);
+            list.push((
+                id,
                 Unseen {
                     resource_version: resource_version.clone(),
                     written: now,
                 },
-            );
+            ));
         }
+    }
+
+    /// Whether `obj` is at exactly the version the controllers last wrote: its watch event
+    /// is the echo of their own write, which the writing reconcile has already accounted
+    /// for, so it need not wake anyone.
+    pub fn is_own_echo<K: Resource<DynamicType = ()>>(&self, obj: &K) -> bool {
+        let Some(rv) = obj.resource_version() else {
+            return false;
+        };
+        self.lock().written.get(&erase(obj)) == Some(&rv)
     }
 
     /// Notes that a trigger for `obj` was handed to the controller.
@@ -448,12 +511,14 @@ impl Activity {
                 why.push(format!("{obj} requeued within {horizon:?}"));
             }
         }
-        for ((id, obj), u) in &s.unseen {
-            if now.duration_since(u.written) < UNSEEN_LIMIT {
-                why.push(format!(
-                    "own write of {obj} not yet seen by watch of {}",
-                    s.watches[id.0].kind
-                ));
+        for (obj, list) in &s.unseen {
+            for (id, u) in list {
+                if now.duration_since(u.written) < UNSEEN_LIMIT {
+                    why.push(format!(
+                        "own write of {obj} not yet seen by watch of {}",
+                        s.watches[id.0].kind
+                    ));
+                }
             }
         }
         why.sort();

@@ -175,10 +175,12 @@ where
 }
 
 /// Triggers from another kind: `map` names the objects of `K` a change concerns; after a
-/// missed change, every object of `K` in `main`.
+/// missed change, every object of `K` in `main`. The echo of the controllers' own write
+/// wakes nobody: the reconcile that wrote it went on from there.
 pub fn related_changes<K, O>(
     main: &Shared<K>,
     other: &Shared<O>,
+    activity: &Arc<super::activity::Activity>,
     map: impl Fn(&O) -> Vec<ObjectRef<K>> + Send + 'static,
 ) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
 where
@@ -186,8 +188,12 @@ where
     O: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     let store = main.store().clone();
+    let activity = activity.clone();
     other.subscribe().flat_map(move |seen| {
         let refs = match seen {
+            Seen::Change(super::cache::Change::Applied(o)) if activity.is_own_echo(&*o) => {
+                Vec::new()
+            }
             Seen::Change(super::cache::Change::Applied(o) | super::cache::Change::Deleted(o)) => {
                 map(&o)
             }

@@ -1,9 +1,8 @@
 //! The stored, portable hash (argon2id PHC string, verifiable by any argon2 library) and
 //! the keyed fast hash (HMAC-SHA256 under the pepper) that lets verifiers skip argon2.
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -101,26 +100,84 @@ pub fn argon2_runs() -> (usize, usize, u64) {
     )
 }
 
+/// Largest argon2 memory a PHC string may ask for (1 GiB); larger ones do not verify.
+const MAX_MEMORY_KIB: u32 = 1 << 20;
+
+thread_local! {
+    /// This hashing thread's argon2 memory, reused run after run: one allocation per
+    /// thread instead of one per run, so the process holds workers × argon2 memory and the
+    /// allocator is not left with freed 19 MiB chunks it never returns.
+    static MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn with_memory<R>(blocks: usize, run: impl FnOnce(&mut [Block]) -> R) -> R {
+    MEMORY.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() != blocks {
+            // Replaced, not grown: a one-off larger run does not stay resident.
+            *memory = vec![Block::default(); blocks];
+        }
+        run(&mut memory[..])
+    })
+}
+
+/// argon2 of `key` with `salt` under `argon2` into `out`, on this thread's memory.
+fn argon2_into(argon2: &Argon2<'_>, params: &Params, key: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
+    with_memory(params.block_count(), |memory| {
+        argon2.hash_password_into_with_memory(key, salt, out, memory)
+    })
+}
+
 /// The argon2id PHC string of `key`, with a random salt. Runs on the hashing pool only.
 pub fn argon2_hash(key: &PlainKey, params: &Argon2Params) -> Result<String, HashError> {
     let _running = Running::start();
-    let hash = params
-        .hasher()?
-        .hash_password(key.expose().as_bytes())
+    let argon2 = params.hasher()?;
+    let argon2_params = argon2.params().clone();
+    let mut salt = [0u8; Salt::RECOMMENDED_LENGTH];
+    getrandom::fill(&mut salt).map_err(|e| HashError::Hash(e.to_string()))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2_into(&argon2, &argon2_params, key.expose().as_bytes(), &salt, &mut out)
         .map_err(|e| HashError::Hash(e.to_string()))?;
-    Ok(hash.to_string())
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&argon2_params).map_err(|e| HashError::Hash(e.to_string()))?,
+        salt: Some(Salt::new(&salt).map_err(|e| HashError::Hash(e.to_string()))?),
+        hash: Some(Output::new(&out).map_err(|e| HashError::Hash(e.to_string()))?),
+    };
+    Ok(phc.to_string())
 }
 
 /// Whether `key` matches a PHC string (its own parameters are used). Runs on the hashing
 /// pool only.
 pub fn argon2_verify(key: &str, phc: &str) -> bool {
     let _running = Running::start();
-    match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(key.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    if params.m_cost() > MAX_MEMORY_KIB {
+        return false;
     }
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    if argon2_into(&argon2, &params, key.as_bytes(), salt.as_ref(), &mut out).is_err() {
+        return false;
+    }
+    out.ct_eq(expected.as_bytes()).into()
 }
 
 /// The operator's and verifier's secret for keyed hashes.

@@ -11,8 +11,9 @@ pub mod observe;
 pub mod plan;
 pub mod status;
 
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::SignedDuration;
@@ -24,7 +25,7 @@ use kube::runtime::reflector::ObjectRef;
 pub use self::observe::Snapshot;
 use self::plan::{Observed, Step};
 use super::Context;
-use super::cache::Caches;
+use super::cache::{Caches, Change, Seen};
 use super::reconciler::{self, Failure, Next, Reconciler, is_conflict};
 use crate::crd::{ApiKey, annotations, labels};
 use crate::hashing::{Caller, HashPoolError};
@@ -143,26 +144,60 @@ fn served_by(secret: &Secret) -> Vec<ObjectRef<ApiKey>> {
         .collect()
 }
 
-/// ApiKeys that name a Secret keyward does not manage: an import source, or a Secret in the
-/// way of one (SecretConflict clears when it goes).
-fn naming(
-    apikeys: &kube::runtime::reflector::Store<ApiKey>,
-    meta: &PartialObjectMeta<Secret>,
-) -> Vec<ObjectRef<ApiKey>> {
-    let (ns, name) = (meta.namespace().unwrap_or_default(), meta.name_any());
-    apikeys
-        .state()
-        .into_iter()
-        .filter(|ak| ak.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|ak| {
-            ak.spec
-                .import_from
-                .as_ref()
-                .is_some_and(|i| i.secret_ref.name == name)
-                || ak.spec.secret_name.as_deref().unwrap_or(&ak.name_any()) == name
-        })
-        .map(|ak| ObjectRef::from_obj(&*ak))
-        .collect()
+/// Which ApiKeys name which Secrets (an import source, or the workload Secret a foreign
+/// Secret may be in the way of), so a Secret's change finds its ApiKeys without a scan.
+#[derive(Default)]
+struct References {
+    /// (namespace, Secret) → ApiKeys naming it.
+    by_secret: HashMap<(String, String), HashSet<String>>,
+    /// ApiKey (namespace, name) → the Secrets it names.
+    by_apikey: HashMap<(String, String), Vec<String>>,
+}
+
+impl References {
+    fn named_by(ak: &ApiKey) -> Vec<String> {
+        let mut names = vec![build::desired_secret(ak)];
+        if let Some(import) = &ak.spec.import_from {
+            names.push(import.secret_ref.name.clone());
+        }
+        names
+    }
+
+    fn forget(&mut self, ns: &str, name: &str) {
+        let key = (ns.to_string(), name.to_string());
+        for secret in self.by_apikey.remove(&key).unwrap_or_default() {
+            let entry = (ns.to_string(), secret);
+            if let Some(set) = self.by_secret.get_mut(&entry) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.by_secret.remove(&entry);
+                }
+            }
+        }
+    }
+
+    fn learn(&mut self, ak: &ApiKey) {
+        let (ns, name) = (ak.namespace().unwrap_or_default(), ak.name_any());
+        self.forget(&ns, &name);
+        let secrets = Self::named_by(ak);
+        for secret in &secrets {
+            self.by_secret
+                .entry((ns.clone(), secret.clone()))
+                .or_default()
+                .insert(name.clone());
+        }
+        self.by_apikey.insert((ns, name), secrets);
+    }
+
+    fn naming(&self, meta: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<ApiKey>> {
+        let ns = meta.namespace().unwrap_or_default();
+        self.by_secret
+            .get(&(ns.clone(), meta.name_any()))
+            .into_iter()
+            .flatten()
+            .map(|name| ObjectRef::new(name).within(&ns))
+            .collect()
+    }
 }
 
 /// Runs the ApiKey controller until `shutdown`.
@@ -177,12 +212,37 @@ pub async fn run(
         _ = caches.ready() => {}
         _ = shutdown.clone() => return,
     }
-    let store = caches.apikeys.store().clone();
+    let activity = ctx.activity.clone();
+    let references = Arc::new(Mutex::new(References::default()));
+    let learning = references.clone();
+    let all = caches.apikeys.store().clone();
+    // Keeps the reference index current; yields no trigger of its own.
+    let index = caches.apikeys.subscribe().filter_map(move |seen| {
+        let mut refs = learning.lock().unwrap_or_else(|p| p.into_inner());
+        match seen {
+            Seen::Change(Change::Applied(ak)) => refs.learn(&ak),
+            Seen::Change(Change::Deleted(ak)) => {
+                refs.forget(&ak.namespace().unwrap_or_default(), &ak.name_any())
+            }
+            Seen::Missed => {
+                *refs = References::default();
+                for ak in all.state() {
+                    refs.learn(&ak);
+                }
+            }
+        }
+        futures::future::ready(None)
+    });
     let triggers = futures::stream::select_all([
+        index.boxed(),
         reconciler::own_changes(&caches.apikeys, relevant_change).boxed(),
-        reconciler::related_changes(&caches.apikeys, &caches.managed, served_by).boxed(),
-        reconciler::related_changes(&caches.apikeys, &caches.secret_meta, move |meta| {
-            naming(&store, meta)
+        reconciler::related_changes(&caches.apikeys, &caches.managed, &activity, served_by)
+            .boxed(),
+        reconciler::related_changes(&caches.apikeys, &caches.secret_meta, &activity, move |meta| {
+            references
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .naming(meta)
         })
         .boxed(),
     ]);
