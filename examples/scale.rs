@@ -114,7 +114,12 @@ fn cpu_seconds(stat: &str) -> f64 {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the ')'.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -288,7 +293,11 @@ async fn main() {
     let mut report_at = Instant::now() + Duration::from_secs(10);
     while ready.len() < n {
         if Instant::now() >= report_at {
-            eprintln!("scale: {}/{n} Ready after {:.0}s", ready.len(), started.elapsed().as_secs_f64());
+            eprintln!(
+                "scale: {}/{n} Ready after {:.0}s",
+                ready.len(),
+                started.elapsed().as_secs_f64()
+            );
             report_at += Duration::from_secs(10);
         }
         assert!(
@@ -308,7 +317,8 @@ async fn main() {
             }
         };
         match event {
-            kube::runtime::watcher::Event::Apply(ak) | kube::runtime::watcher::Event::InitApply(ak) => {
+            kube::runtime::watcher::Event::Apply(ak)
+            | kube::runtime::watcher::Event::InitApply(ak) => {
                 let name = ak.metadata.name.clone().unwrap_or_default();
                 if ready_of(&ak) {
                     ready.insert(name);

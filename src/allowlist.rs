@@ -19,7 +19,9 @@ pub enum Refused {
     NotUrl(String),
     #[error("{0}: only http and https URLs are allowed")]
     Scheme(String),
-    #[error("the URL carries a user name or password; put credentials in a Secret, never in the URL")]
+    #[error(
+        "the URL carries a user name or password; put credentials in a Secret, never in the URL"
+    )]
     UserInfo,
     #[error("the URL has no host")]
     NoHost,

@@ -31,10 +31,20 @@ pub enum Reason {
     GracePeriodExceedsInterval,
     /// Advisory: a restart target does not exist.
     RestartTargetMissing,
+    /// Pool Ready: keys are there to take.
+    KeysAvailable,
+    /// Pool: no key has been available for longer than the status window.
+    Depleted,
+    /// Pool: the generator could not make keys.
+    GeneratorFailing,
+    /// Pool Depleted=False / GeneratorFailing=False.
+    GeneratorWorking,
+    /// A URL names a host the operator does not allow.
+    HostNotAllowed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 17] = [
         Self::KeyIssued,
         Self::Rotated,
         Self::Revealed,
@@ -47,6 +57,11 @@ impl Reason {
         Self::WeakKey,
         Self::GracePeriodExceedsInterval,
         Self::RestartTargetMissing,
+        Self::KeysAvailable,
+        Self::Depleted,
+        Self::GeneratorFailing,
+        Self::GeneratorWorking,
+        Self::HostNotAllowed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +78,11 @@ impl Reason {
             Self::WeakKey => "WeakKey",
             Self::GracePeriodExceedsInterval => "GracePeriodExceedsInterval",
             Self::RestartTargetMissing => "RestartTargetMissing",
+            Self::KeysAvailable => "KeysAvailable",
+            Self::Depleted => "Depleted",
+            Self::GeneratorFailing => "GeneratorFailing",
+            Self::GeneratorWorking => "GeneratorWorking",
+            Self::HostNotAllowed => "HostNotAllowed",
         }
     }
 
@@ -172,6 +192,11 @@ mod tests {
                 "WeakKey",
                 "GracePeriodExceedsInterval",
                 "RestartTargetMissing",
+                "KeysAvailable",
+                "Depleted",
+                "GeneratorFailing",
+                "GeneratorWorking",
+                "HostNotAllowed",
             ]
         );
     }

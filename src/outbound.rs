@@ -19,16 +19,23 @@ pub enum ClientError {
     Build(#[source] reqwest::Error),
 }
 
-/// A client with `timeout` per request, trusting the bundled roots plus `extra_ca` (PEM).
+/// A client with `timeout` per request (or each request's own), trusting the bundled roots
+/// plus `extra_ca` (PEM).
 pub fn client(
-    timeout: Duration,
+    timeout: Option<Duration>,
     extra_ca: Option<&std::path::Path>,
 ) -> Result<reqwest::Client, ClientError> {
     let mut builder = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .connect_timeout(
+            timeout
+                .unwrap_or(Duration::MAX)
+                .min(Duration::from_secs(10)),
+        )
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("keyward/", env!("CARGO_PKG_VERSION")));
+    if let Some(t) = timeout {
+        builder = builder.timeout(t);
+    }
     if let Some(path) = extra_ca {
         let pem = std::fs::read(path).map_err(|source| ClientError::CaFile {
             path: path.into(),

@@ -156,6 +156,136 @@ pub struct HashRecord {
     pub restarts: BTreeMap<String, RestartState>,
 }
 
+/// Where a single-use record is in its life (DESIGN §5). It only moves forward.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum UseState {
+    /// Written before the key Secret exists.
+    Pending,
+    /// The key Secret exists; nobody has taken it.
+    Available,
+    /// The key Secret is gone: someone took the key.
+    Taken,
+    /// The key was presented once at a verifier; every later presentation is refused.
+    Consumed,
+}
+
+/// The hash record of one pool key (`pool-<pool uid>-<suffix>`): written by the operator
+/// and, to consume it, by the verifier; always updated under a resourceVersion precondition.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SingleUseRecord {
+    pub pool: Owner,
+    /// The suffix shared with the key Secret `<pool>-<suffix>`.
+    pub suffix: String,
+    /// How presented keys look (generated keys); keys from a webhook have no structure and
+    /// are found by their keyed fast hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<KeyFormat>,
+    pub key: KeyHash,
+    pub state: UseState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed_at: Option<Timestamp>,
+    /// How long a key stays presentable once it left the pool (`issuedTTL`).
+    #[serde(with = "seconds")]
+    pub issued_ttl: std::time::Duration,
+}
+
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        u64::deserialize(d).map(std::time::Duration::from_secs)
+    }
+}
+
+impl SingleUseRecord {
+    /// When the key stops verifying and the record goes: `issuedTTL` after it left the
+    /// pool (taken, or consumed first); `None` while it is still in the pool.
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        let start = match (self.taken_at, self.consumed_at) {
+            (Some(t), Some(c)) => t.min(c),
+            (t, c) => t.or(c)?,
+        };
+        let ttl = jiff::SignedDuration::try_from(self.issued_ttl).ok()?;
+        start.checked_add(ttl).ok()
+    }
+
+    /// The record Secret's name.
+    pub fn name(&self) -> String {
+        pool_record_name(&self.pool.uid, &self.suffix)
+    }
+
+    /// Reads a record from its Secret.
+    pub fn from_secret(secret: &Secret) -> Result<Self, RecordError> {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(RECORD_KEY))
+            .ok_or_else(|| RecordError::Missing { name: name.clone() })?;
+        serde_json::from_slice(&bytes.0).map_err(|source| RecordError::Invalid { name, source })
+    }
+
+    /// The record Secret (without resourceVersion: callers set the one they update over).
+    pub fn to_secret(&self, hash_namespace: &str) -> Secret {
+        let mut data = BTreeMap::new();
+        let json = serde_json::to_vec(self).expect("a record always serialises");
+        data.insert(RECORD_KEY.to_string(), ByteString(json));
+        data.insert(
+            "hash".into(),
+            ByteString(self.key.hash.clone().into_bytes()),
+        );
+        data.insert(
+            "fast-hash".into(),
+            ByteString(self.key.fast_hash.clone().into_bytes()),
+        );
+        data.insert(
+            "fingerprint".into(),
+            ByteString(self.key.fingerprint.clone().into_bytes()),
+        );
+        if let Some(lookup) = &self.key.lookup_id {
+            data.insert("lookup-id".into(), ByteString(lookup.clone().into_bytes()));
+        }
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(self.name()),
+                namespace: Some(hash_namespace.to_string()),
+                labels: Some(pool_record_labels(&self.pool)),
+                ..Default::default()
+            },
+            type_: Some(SECRET_TYPE.to_string()),
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+}
+
+/// The record name of pool key `suffix` of the pool with `pool_uid`.
+pub fn pool_record_name(pool_uid: &str, suffix: &str) -> String {
+    format!("pool-{pool_uid}-{suffix}")
+}
+
+/// Labels of a pool key's record Secret.
+pub fn pool_record_labels(pool: &Owner) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGED_BY_VALUE.to_string(),
+        ),
+        (labels::ROLE.to_string(), labels::ROLE_HASH.to_string()),
+        (labels::POOL.to_string(), pool.name.clone()),
+        (labels::NAMESPACE.to_string(), pool.namespace.clone()),
+        (labels::SINGLE_USE.to_string(), "true".to_string()),
+    ])
+}
+
 /// Why a record Secret could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

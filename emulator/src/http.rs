@@ -270,9 +270,11 @@ fn decode_body_raw(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError
         "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(bytes)
             .map_err(|e| ApiError::new(415, "UnsupportedMediaType", e)),
         // JSON is YAML, and what most clients send under these types: take the fast path.
-        "application/yaml" | "application/apply-patch+yaml" => serde_json::from_slice::<Value>(bytes)
-            .or_else(|_| serde_saphyr::from_slice::<Value>(bytes))
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}"))),
+        "application/yaml" | "application/apply-patch+yaml" => {
+            serde_json::from_slice::<Value>(bytes)
+                .or_else(|_| serde_saphyr::from_slice::<Value>(bytes))
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        }
         _ => serde_json::from_slice::<Value>(bytes).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         }),

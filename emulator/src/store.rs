@@ -614,7 +614,8 @@ impl Store {
         }
         self.check_labels(rt, name, &object)?;
         if let Some(crd_schema) = &rt.schema {
-            let checked = schema::check_compiled(&crd_schema.value, &crd_schema.compiled, &object, old);
+            let checked =
+                schema::check_compiled(&crd_schema.value, &crd_schema.compiled, &object, old);
             if !checked.unknown_fields.is_empty() {
                 match validation {
                     FieldValidation::Strict => {

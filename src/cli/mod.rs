@@ -3,6 +3,7 @@
 mod connect;
 mod lookup;
 mod playground;
+pub mod pool;
 mod reveal;
 mod rotate;
 mod run;
@@ -95,8 +96,36 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Single-use key pools: take a key, or show the pools.
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
     /// List the namespace's ApiKeys: owner, preview, readiness, issue time, next rotation, usage.
     Status {
+        #[command(flatten)]
+        namespace: NamespaceArg,
+        /// All namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+}
+
+/// `keyward pool …`
+#[derive(Subcommand, Debug)]
+pub enum PoolCommand {
+    /// Take the oldest key of a pool, exactly once: prints only the key on stdout; exits 1
+    /// when the pool is empty.
+    Take {
+        /// The ApiKeyPool.
+        pool: String,
+        #[command(flatten)]
+        namespace: NamespaceArg,
+    },
+    /// Show pools: readiness, available / size, keys generated and consumed, oldest key.
+    Status {
+        /// One pool (default: all in the namespace).
+        pool: Option<String>,
         #[command(flatten)]
         namespace: NamespaceArg,
         /// All namespaces.
@@ -227,6 +256,48 @@ pub fn main() -> ExitCode {
                         serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?
                     ),
                     Output::Table => println!("{}", rotate::history_table(&entries)),
+                }
+                Ok(())
+            })
+        }
+        Command::Pool {
+            command: PoolCommand::Take { pool, namespace },
+        } => {
+            telemetry::init(cli.log_format, "warn");
+            block_on(async {
+                let (client, ns) = connect
+                    .connect(namespace.namespace.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let key = pool::take(&client, &ns, &pool)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", key.expose()).map_err(|e| format!("writing the key: {e}"))
+            })
+        }
+        Command::Pool {
+            command:
+                PoolCommand::Status {
+                    pool,
+                    namespace,
+                    all_namespaces,
+                },
+        } => {
+            telemetry::init(cli.log_format, "warn");
+            block_on(async {
+                let (client, ns) = connect
+                    .connect(namespace.namespace.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let scope = (!all_namespaces).then_some(ns.as_str());
+                let pools = pool::list(&client, scope, pool.as_deref())
+                    .await
+                    .map_err(|e| format!("listing ApiKeyPools: {e}"))?;
+                if pools.is_empty() {
+                    eprintln!("No ApiKeyPools.");
+                } else {
+                    println!("{}", pool::table(&pools, all_namespaces));
                 }
                 Ok(())
             })

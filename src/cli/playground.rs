@@ -135,6 +135,8 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
     let config = controller::Config {
         hash_namespace: HASH_NAMESPACE.into(),
         instance: "playground".into(),
+        // A local sandbox: webhooks and provider baseURLs on loopback are allowed.
+        allow_loopback: true,
         ..Default::default()
     };
     let pepper = controller::ensure_pepper(&client, HASH_NAMESPACE).await?;

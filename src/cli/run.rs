@@ -31,6 +31,14 @@ pub struct RunArgs {
     /// at this many × argon2 memory whatever the backlog. Default: the number of cores.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub hash_workers: Option<u16>,
+    /// A host keyward may send credentials to, besides the AI providers' official hosts:
+    /// provider `baseURL`s and pool webhooks (repeatable; `*.example.com` allows every
+    /// host below example.com).
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
+    /// Pool webhook calls in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub webhook_concurrency: u16,
     /// Run the controllers only while holding the Lease `keyward-controller`, so several
     /// replicas can run with one active.
     #[arg(long)]
@@ -100,7 +108,12 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
         hash_workers: args
             .hash_workers
             .map_or_else(crate::hashing::default_workers, usize::from),
+        allow_hosts: args.allow_hosts,
+        allow_loopback: false,
+        webhook_concurrency: usize::from(args.webhook_concurrency),
     };
+    crate::allowlist::Allowlist::new(&config.allow_hosts, false)
+        .map_err(controller::SetupError::from)?;
     let hash_pool = crate::hashing::HashPool::new(config.hash_workers);
     let pepper = controller::ensure_pepper(&client, &config.hash_namespace).await?;
     ready.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -27,7 +27,7 @@ pub fn read_key(arg: Option<&str>) -> Result<PlainKey, String> {
 /// POSTs the key to `{url}/v1/keys/verify`; returns the verifier's JSON answer.
 pub async fn ask(url: &str, key: &PlainKey) -> Result<serde_json::Value, String> {
     let endpoint = format!("{}/v1/keys/verify", url.trim_end_matches('/'));
-    let client = crate::outbound::client(std::time::Duration::from_secs(30), None)
+    let client = crate::outbound::client(Some(std::time::Duration::from_secs(30)), None)
         .map_err(|e| e.to_string())?;
     let response = client
         .post(&endpoint)

@@ -29,7 +29,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::activity::{Activity, Note, WatchId};
-use crate::crd::{ApiKey, labels};
+use crate::crd::{ApiKey, ApiKeyPool, labels};
 
 /// A change a shared watch saw, in order.
 #[derive(Debug)]
@@ -62,6 +62,9 @@ const FAN_OUT: usize = 16_384;
 pub struct Shared<K: Resource<DynamicType = ()> + 'static> {
     store: Store<K>,
     changes: broadcast::Sender<Change<K>>,
+    /// True once every scope has been listed. (kube-runtime's `Store::wait_until_ready`
+    /// wakes only the last of several waiters.)
+    synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<K> Shared<K>
@@ -89,6 +92,12 @@ where
             }
         });
         futures::stream::iter(now).chain(live)
+    }
+
+    /// Waits until every scope has been listed once.
+    pub async fn synced(&self) {
+        let mut rx = self.synced.clone();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// Changes not yet received by every subscriber (part of "idle").
@@ -139,6 +148,7 @@ fn strip_meta(meta: &mut ObjectMeta, keep_foreign_annotations: bool) {
 /// The watches every controller shares.
 pub struct Caches {
     pub apikeys: Shared<ApiKey>,
+    pub pools: Shared<ApiKeyPool>,
     /// Secrets keyward manages (label `app.kubernetes.io/managed-by: keyward`), data
     /// included: workload Secrets, hash records, the pepper.
     pub managed: Shared<Secret>,
@@ -160,6 +170,14 @@ impl Caches {
             activity,
             &mut tasks,
         );
+        let pools = watch(
+            client,
+            &scope.user(),
+            None,
+            |p: &mut ApiKeyPool| strip_meta(&mut p.metadata, false),
+            activity,
+            &mut tasks,
+        );
         let managed = watch(
             client,
             &scope.managed(),
@@ -178,6 +196,7 @@ impl Caches {
         );
         let caches = Self {
             apikeys,
+            pools,
             managed,
             secret_meta,
             tasks,
@@ -190,19 +209,21 @@ impl Caches {
     fn undelivered_fn(&self) -> impl Fn() -> usize + Send + Sync + 'static {
         let senders = (
             self.apikeys.changes.clone(),
+            self.pools.changes.clone(),
             self.managed.changes.clone(),
             self.secret_meta.changes.clone(),
         );
-        move || senders.0.len() + senders.1.len() + senders.2.len()
+        move || senders.0.len() + senders.1.len() + senders.2.len() + senders.3.len()
     }
 
     /// Waits until every store has been listed once: until then a missing object may only
     /// be one the list has not reached yet.
     pub async fn ready(&self) {
-        let _ = futures::join!(
-            self.apikeys.store.wait_until_ready(),
-            self.managed.store.wait_until_ready(),
-            self.secret_meta.store.wait_until_ready(),
+        futures::join!(
+            self.apikeys.synced(),
+            self.pools.synced(),
+            self.managed.synced(),
+            self.secret_meta.synced(),
         );
     }
 
@@ -211,6 +232,14 @@ impl Caches {
         self.managed
             .store
             .get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// keyward's Secrets in `namespace` carrying label `key=value`, from the cache.
+    pub fn managed_labelled(&self, namespace: &str, key: &str, value: &str) -> Vec<Arc<Secret>> {
+        self.managed.store.state_filter(|s| {
+            s.metadata.namespace.as_deref() == Some(namespace)
+                && s.labels().get(key).map(String::as_str) == Some(value)
+        })
     }
 
     /// Any Secret's metadata, from the cache.
@@ -258,6 +287,7 @@ where
 {
     let (store, mut writer) = reflector::store::<K>();
     let (changes, _) = broadcast::channel(FAN_OUT);
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let mut config = watcher::Config::default();
     if let Some((k, v)) = label {
         config = config.labels(&format!("{k}={v}"));
@@ -294,6 +324,9 @@ where
             let note = Note::of(&event);
             for out in merge.on(index, event) {
                 writer.apply_watcher_event(&out);
+                if matches!(out, watcher::Event::InitDone) {
+                    synced_tx.send_replace(true);
+                }
                 let change = match out {
                     watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
                         Change::Applied(Arc::new(o))
@@ -308,7 +341,11 @@ where
             activity.note(ids[index], note);
         }
     }));
-    Shared { store, changes }
+    Shared {
+        store,
+        changes,
+        synced,
+    }
 }
 
 /// Turns the events of several per-scope watches into one consistent event sequence for a

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod events;
 pub mod finalizer;
 pub mod leader;
+pub mod pool;
 pub mod reconciler;
 pub mod secrets;
 pub mod status;
@@ -46,6 +47,12 @@ pub struct Config {
     pub instance: String,
     /// argon2 runs at once, for the whole process (`--hash-workers`).
     pub hash_workers: usize,
+    /// Hosts keyward may send credentials to besides the providers' own (`--allow-host`).
+    pub allow_hosts: Vec<String>,
+    /// Also allow loopback hosts (the playground).
+    pub allow_loopback: bool,
+    /// Pool webhook calls in flight at once, for the whole process.
+    pub webhook_concurrency: usize,
 }
 
 impl Default for Config {
@@ -56,6 +63,9 @@ impl Default for Config {
             namespaces: Vec::new(),
             instance: "keyward".into(),
             hash_workers: crate::hashing::default_workers(),
+            allow_hosts: Vec::new(),
+            allow_loopback: false,
+            webhook_concurrency: 4,
         }
     }
 }
@@ -88,6 +98,10 @@ pub enum SetupError {
     Random(String),
     #[error("argon2 parameters: {0}")]
     Argon2(#[from] crate::keys::hash::HashError),
+    #[error(transparent)]
+    AllowHost(#[from] crate::allowlist::BadEntry),
+    #[error(transparent)]
+    Http(#[from] crate::outbound::ClientError),
 }
 
 /// Reads the pepper, creating it (create-only, never overwritten) on first start. Makes no
@@ -160,6 +174,12 @@ pub struct Context {
     pub recorder: Recorder,
     /// The process's hashing pool; each controller asks through its own caller.
     pub hash_pool: HashPool,
+    /// Hosts credentials may be sent to (`--allow-host`, loopback in the playground).
+    pub allowlist: crate::allowlist::Allowlist,
+    /// The one outbound HTTP client (webhooks, providers); each request sets its timeout.
+    pub http: reqwest::Client,
+    /// Webhook calls in flight, for the whole process.
+    pub webhooks: Arc<tokio::sync::Semaphore>,
     failures: Mutex<HashMap<AnyRef, u32>>,
     /// Reconciles finished, successful or not (metrics, and tests that wait for a pass).
     pub reconciles: std::sync::atomic::AtomicU64,
@@ -193,7 +213,19 @@ impl Context {
             instance: Some(config.instance.clone()),
         };
         let recorder = Recorder::new(client.clone(), reporter);
+        // Entries were checked where the configuration was read (`keyward run`).
+        let allowlist =
+            crate::allowlist::Allowlist::new(&config.allow_hosts, config.allow_loopback)
+                .unwrap_or_default();
+        let http =
+            crate::outbound::client(None, None).expect("an HTTP client with bundled roots builds");
+        let webhooks = Arc::new(tokio::sync::Semaphore::new(
+            config.webhook_concurrency.max(1),
+        ));
         Self {
+            allowlist,
+            http,
+            webhooks,
             client,
             config,
             clock,
@@ -260,11 +292,10 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Sen
         &ctx.activity,
     ));
     // Aborting this future (a crash, in tests) aborts the controllers with it.
-    let mut tasks = AbortOnDrop(vec![tokio::spawn(apikey::run(
-        ctx.clone(),
-        caches.clone(),
-        stop(),
-    ))]);
+    let mut tasks = AbortOnDrop(vec![
+        tokio::spawn(apikey::run(ctx.clone(), caches.clone(), stop())),
+        tokio::spawn(pool::run(ctx.clone(), caches.clone(), stop())),
+    ]);
     shutdown.await;
     let _ = tx.send(true);
     // In-flight reconciles get a moment to finish; every step is crash-safe, so what is

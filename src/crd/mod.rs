@@ -44,6 +44,8 @@ pub mod labels {
     pub const NAMESPACE: &str = "keyward.dev/namespace";
     pub const ROLE: &str = "keyward.dev/role";
     pub const ROLE_HASH: &str = "hash";
+    /// On hash records of pool keys (consumed once, at the verifier).
+    pub const SINGLE_USE: &str = "keyward.dev/single-use";
 }
 
 /// Annotations keyward reads or writes (DESIGN §3–§5).

@@ -122,7 +122,13 @@ fn with_memory<R>(blocks: usize, run: impl FnOnce(&mut [Block]) -> R) -> R {
 }
 
 /// argon2 of `key` with `salt` under `argon2` into `out`, on this thread's memory.
-fn argon2_into(argon2: &Argon2<'_>, params: &Params, key: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
+fn argon2_into(
+    argon2: &Argon2<'_>,
+    params: &Params,
+    key: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
     with_memory(params.block_count(), |memory| {
         argon2.hash_password_into_with_memory(key, salt, out, memory)
     })
@@ -136,12 +142,19 @@ pub fn argon2_hash(key: &PlainKey, params: &Argon2Params) -> Result<String, Hash
     let mut salt = [0u8; Salt::RECOMMENDED_LENGTH];
     getrandom::fill(&mut salt).map_err(|e| HashError::Hash(e.to_string()))?;
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
-    argon2_into(&argon2, &argon2_params, key.expose().as_bytes(), &salt, &mut out)
-        .map_err(|e| HashError::Hash(e.to_string()))?;
+    argon2_into(
+        &argon2,
+        &argon2_params,
+        key.expose().as_bytes(),
+        &salt,
+        &mut out,
+    )
+    .map_err(|e| HashError::Hash(e.to_string()))?;
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
-        params: ParamsString::try_from(&argon2_params).map_err(|e| HashError::Hash(e.to_string()))?,
+        params: ParamsString::try_from(&argon2_params)
+            .map_err(|e| HashError::Hash(e.to_string()))?,
         salt: Some(Salt::new(&salt).map_err(|e| HashError::Hash(e.to_string()))?),
         hash: Some(Output::new(&out).map_err(|e| HashError::Hash(e.to_string()))?),
     };

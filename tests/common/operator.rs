@@ -208,6 +208,91 @@ impl Operator {
         Api::default_namespaced(self.client.clone())
     }
 
+    pub fn pools(&self) -> Api<keyward::crd::ApiKeyPool> {
+        Api::default_namespaced(self.client.clone())
+    }
+
+    /// Server-side applies an ApiKeyPool in the test's namespace.
+    pub async fn apply_pool(&self, name: &str, spec: Value) -> keyward::crd::ApiKeyPool {
+        let body = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPool", "metadata": {"name": name}, "spec": spec});
+        self.pools()
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .expect("ApiKeyPool applied")
+    }
+
+    /// Polls until the pool satisfies `done`.
+    pub async fn wait_pool(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&keyward::crd::ApiKeyPool) -> bool,
+    ) -> keyward::crd::ApiKeyPool {
+        let pools = self.pools();
+        super::eventually(&format!("pool {name}: {what}"), || {
+            let pools = pools.clone();
+            let done = &done;
+            async move {
+                pools
+                    .get_opt(name)
+                    .await
+                    .expect("get pool")
+                    .filter(|p| done(p))
+            }
+        })
+        .await
+    }
+
+    /// Waits until the pool reports `available` keys for its current generation.
+    pub async fn wait_pool_full(&self, name: &str, available: u32) -> keyward::crd::ApiKeyPool {
+        self.wait_pool(name, &format!("{available} keys available"), |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.observed_generation == p.metadata.generation && s.available == available
+            })
+        })
+        .await
+    }
+
+    /// The pool's key Secrets (name → key), as the API shows them now.
+    pub async fn pool_keys(&self, pool: &str) -> std::collections::BTreeMap<String, String> {
+        let list = self
+            .secrets()
+            .list(&kube::api::ListParams::default().labels(&format!("keyward.dev/pool={pool}")))
+            .await
+            .expect("list pool keys");
+        list.items
+            .into_iter()
+            .filter_map(|s| {
+                let name = s.metadata.name.clone()?;
+                let key = s
+                    .data?
+                    .get("api-key")
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())?;
+                Some((name, key))
+            })
+            .collect()
+    }
+
+    /// The pool's hash records, as the API shows them now.
+    pub async fn pool_records(&self, pool: &str) -> Vec<keyward::record::SingleUseRecord> {
+        let list = self
+            .records()
+            .list(&kube::api::ListParams::default().labels(&format!(
+                "keyward.dev/pool={pool},keyward.dev/namespace={}",
+                self.namespace
+            )))
+            .await
+            .expect("list pool records");
+        list.items
+            .iter()
+            .map(|s| keyward::record::SingleUseRecord::from_secret(s).expect("valid record"))
+            .collect()
+    }
+
     pub fn secrets(&self) -> Api<Secret> {
         Api::default_namespaced(self.client.clone())
     }

@@ -236,14 +236,18 @@ pub async fn run(
     let triggers = futures::stream::select_all([
         index.boxed(),
         reconciler::own_changes(&caches.apikeys, relevant_change).boxed(),
-        reconciler::related_changes(&caches.apikeys, &caches.managed, &activity, served_by)
-            .boxed(),
-        reconciler::related_changes(&caches.apikeys, &caches.secret_meta, &activity, move |meta| {
-            references
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .naming(meta)
-        })
+        reconciler::related_changes(&caches.apikeys, &caches.managed, &activity, served_by).boxed(),
+        reconciler::related_changes(
+            &caches.apikeys,
+            &caches.secret_meta,
+            &activity,
+            move |meta| {
+                references
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .naming(meta)
+            },
+        )
         .boxed(),
     ]);
     let controller = Arc::new(ApiKeys {
