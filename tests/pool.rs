@@ -240,9 +240,11 @@ async fn unused_keys_are_replaced_after_key_ttl_and_shrinking_drops_the_newest()
     by_age.sort();
     op.apply_pool("shrink", json!({"size": 2})).await;
     op.wait_pool_full("shrink", 2).await;
-    let left: Vec<String> = op.pool_keys("shrink").await.into_keys().collect();
-    let oldest: Vec<String> = by_age.into_iter().take(2).map(|(_, n)| n).collect();
-    assert_eq!(left, oldest);
+    let left: std::collections::BTreeSet<String> =
+        op.pool_keys("shrink").await.into_keys().collect();
+    let oldest: std::collections::BTreeSet<String> =
+        by_age.into_iter().take(2).map(|(_, n)| n).collect();
+    assert_eq!(left, oldest, "the two oldest stay");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -333,4 +335,266 @@ async fn takes_racing_expiry_and_shrinking_win_or_lose_whole() {
         n,
         "no take counted twice or missed"
     );
+}
+
+/// After a pool settles: every key Secret has an available record, every record is for a
+/// key Secret that exists (or left the pool: taken/consumed), no key twice.
+async fn assert_consistent(op: &Operator, pool: &str, what: &str) {
+    use keyward::record::UseState;
+    let keys = op.pool_keys(pool).await;
+    let records = op.pool_records(pool).await;
+    let prefix = format!("{pool}-");
+    let unique: std::collections::BTreeSet<&String> = keys.values().collect();
+    assert_eq!(unique.len(), keys.len(), "{what}: two Secrets hold one key");
+    for name in keys.keys() {
+        let suffix = name.strip_prefix(&prefix).expect("prefix");
+        let record = records.iter().find(|r| r.suffix == suffix);
+        assert!(
+            record.is_some_and(|r| r.state == UseState::Available),
+            "{what}: key {name} has no available record: {record:?}"
+        );
+    }
+    for r in &records {
+        let here = keys.contains_key(&format!("{prefix}{}", r.suffix));
+        assert!(
+            here || matches!(r.state, UseState::Taken | UseState::Consumed),
+            "{what}: orphan record {} ({:?})",
+            r.suffix,
+            r.state
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_at_every_write_of_a_top_up_keeps_the_pool_consistent() {
+    use keyward_emulator::{Fault, FaultAction};
+    // (verb, resource, nth matching request after the take, action): the writes of one
+    // replacement key are record create, key Secret create, record update.
+    let cases = [
+        ("create", "secrets", 1, FaultAction::Fail(500)),
+        ("create", "secrets", 1, FaultAction::FailAfter(500)),
+        ("create", "secrets", 2, FaultAction::Fail(500)),
+        ("create", "secrets", 2, FaultAction::FailAfter(500)),
+        ("create", "secrets", 2, FaultAction::Hang),
+        ("update", "secrets", 1, FaultAction::Fail(500)),
+        ("update", "secrets", 1, FaultAction::FailAfter(500)),
+        ("update", "secrets", 1, FaultAction::Hang),
+    ];
+    for (verb, resource, nth, action) in cases {
+        let what = format!("{action:?} at {verb} {resource} #{nth}");
+        let mut op = Operator::start().await;
+        if op.hooks("crash_at_every_write_of_a_top_up").is_none() {
+            return;
+        }
+        op.apply_pool("safe", json!({"size": 3, "verification": true}))
+            .await;
+        op.wait_pool_full("safe", 3).await;
+        op.wait_idle().await;
+        op.h().reset_counters();
+        op.h()
+            .add_fault(Fault::new(verb, resource, nth, action.clone()));
+        let first = keyward::cli::pool::take(&op.client, &op.namespace, "safe")
+            .await
+            .expect("take");
+        common::eventually(&format!("{what}: the write to be reached"), || async {
+            (op.h().count(verb, resource) >= nth).then_some(())
+        })
+        .await;
+        op.stop().await;
+        op.h().clear_faults();
+        op.restart().await;
+        op.wait_pool_full("safe", 3).await;
+        op.wait_idle().await;
+        assert_consistent(&op, "safe", &what).await;
+        // Every key still takes once; none is the one taken before the crash.
+        let mut taken = std::collections::BTreeSet::from([first.expose().to_string()]);
+        for i in 0..3 {
+            let k = match keyward::cli::pool::take(&op.client, &op.namespace, "safe").await {
+                Ok(k) => k,
+                Err(e) => panic!(
+                    "{what}: take #{i}: {e:?}; keys now {:?}, records {:?}",
+                    op.pool_keys("safe").await.keys().collect::<Vec<_>>(),
+                    op.pool_records("safe")
+                        .await
+                        .iter()
+                        .map(|r| (r.suffix.clone(), r.state))
+                        .collect::<Vec<_>>()
+                ),
+            };
+            assert!(
+                taken.insert(k.expose().to_string()),
+                "{what}: a key handed out twice"
+            );
+        }
+        op.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_key_verifies_exactly_once_across_replicas_and_stays_used() {
+    use common::operator::{until_code, verifier, verify_json};
+    let op = Operator::start().await;
+    op.apply_pool(
+        "once",
+        json!({"size": 3, "verification": true, "format": {"prefix": "tok_"}}),
+    )
+    .await;
+    op.wait_pool_full("once", 3).await;
+    let (a, b) = (verifier(&op, 429).await, verifier(&op, 429).await);
+    let key = keyward::cli::pool::take(&op.client, &op.namespace, "once")
+        .await
+        .expect("take");
+    let key = key.expose().to_string();
+    // The verifiers know the key before the first presentation.
+    let (addr_a, addr_b) = (a.addr.to_string(), b.addr.to_string());
+    common::eventually("both indexes to hold the key's record", || async {
+        let known = |v: &keyward::verifier::Running| v.verifier.is_ready();
+        (known(&a) && known(&b)).then_some(())
+    })
+    .await;
+    let presentations: Vec<_> = (0..50)
+        .map(|i| {
+            let addr = if i % 2 == 0 {
+                addr_a.clone()
+            } else {
+                addr_b.clone()
+            };
+            let key = key.clone();
+            std::thread::spawn(move || {
+                verify_json(&addr, &key)["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        })
+        .collect();
+    let codes: Vec<String> = presentations
+        .into_iter()
+        .map(|p| p.join().expect("presentation"))
+        .collect();
+    let valid = codes.iter().filter(|c| *c == "VALID").count();
+    let used = codes.iter().filter(|c| *c == "USAGE_EXCEEDED").count();
+    assert_eq!((valid, used), (1, 49), "{codes:?}");
+    // /verify says 401 for the used key, on either replica.
+    for addr in [&addr_a, &addr_b] {
+        let (code, headers, _) = tokio::task::block_in_place(|| {
+            common::http(addr, "GET", "/verify", &[("X-API-Key", &key)], "")
+        });
+        assert_eq!(
+            (code, headers.get("x-keyward-code").map(String::as_str)),
+            (401, Some("USAGE_EXCEEDED"))
+        );
+    }
+    // A restarted verifier knows from the record alone.
+    a.stop();
+    let c = verifier(&op, 429).await;
+    until_code(&c.addr.to_string(), &key, "USAGE_EXCEEDED").await;
+    // A VALID pool answer names the pool and no owner.
+    let fresh = keyward::cli::pool::take(&op.client, &op.namespace, "once")
+        .await
+        .expect("take");
+    let (code, headers, _) = tokio::task::block_in_place(|| {
+        common::http(
+            &addr_b,
+            "GET",
+            "/verify",
+            &[("Authorization", &format!("Bearer {}", fresh.expose()))],
+            "",
+        )
+    });
+    assert_eq!(code, 200);
+    assert_eq!(
+        headers.get("x-keyward-key"),
+        Some(&format!("{}/once", op.namespace))
+    );
+    assert!(!headers.contains_key("x-keyward-owner"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untaken_key_presented_once_leaves_the_pool_and_takes_never_return_it() {
+    use common::operator::{verifier, verify_json};
+    let op = Operator::start().await;
+    op.apply_pool("leak", json!({"size": 4, "verification": true}))
+        .await;
+    op.wait_pool_full("leak", 4).await;
+    let v = verifier(&op, 429).await;
+    // Someone read a key straight from its Secret and used it: it is consumed.
+    let keys = op.pool_keys("leak").await;
+    let (leaked_name, leaked) = keys
+        .iter()
+        .next()
+        .map(|(n, k)| (n.clone(), k.clone()))
+        .expect("a key");
+    let answer = tokio::task::block_in_place(|| verify_json(&v.addr.to_string(), &leaked));
+    assert_eq!(answer["code"], "VALID");
+    // keyward takes it out of the pool and counts it consumed.
+    op.wait_pool("leak", "the presented key consumed", |p| {
+        status(p).consumed_total == 1 && status(p).available == 4
+    })
+    .await;
+    op.wait_secret_gone(&leaked_name).await;
+    let mut taken = Vec::new();
+    for i in 0..10u64 {
+        let k = keyward::cli::pool::take(&op.client, &op.namespace, "leak")
+            .await
+            .expect("take");
+        taken.push(k.expose().to_string());
+        // Refilled after this take (the presented key counts as the first consumption).
+        op.wait_pool("leak", "refilled", |p| {
+            status(p).consumed_total == i + 2 && status(p).available == 4
+        })
+        .await;
+    }
+    assert!(!taken.contains(&leaked), "a consumed key was handed out");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn single_use_keys_fail_closed_while_the_api_server_is_unreachable_and_expire() {
+    use common::operator::{until_code, verifier, verify_json};
+    use keyward_emulator::{Fault, FaultAction};
+    let op = Operator::start().await;
+    if op.hooks("single_use_keys_fail_closed").is_none() {
+        return;
+    }
+    op.apply_pool(
+        "closed",
+        json!({"size": 2, "verification": true, "issuedTTL": "3s"}),
+    )
+    .await;
+    op.wait_pool_full("closed", 2).await;
+    let v = verifier(&op, 429).await;
+    let addr = v.addr.to_string();
+    let key = keyward::cli::pool::take(&op.client, &op.namespace, "closed")
+        .await
+        .expect("take")
+        .expose()
+        .to_string();
+    // The record cannot be updated: never VALID, and the key is not lost.
+    op.h()
+        .add_fault(Fault::new("update", "secrets", 1, FaultAction::Fail(503)).times(1000));
+    let answer = tokio::task::block_in_place(|| verify_json(&addr, &key));
+    assert_eq!(answer["code"], "UNAVAILABLE");
+    let (code, _, _) = tokio::task::block_in_place(|| {
+        common::http(&addr, "GET", "/verify", &[("X-API-Key", &key)], "")
+    });
+    assert_eq!(code, 503);
+    op.h().clear_faults();
+    until_code(&addr, &key, "VALID").await;
+    // A taken key that is never presented expires issuedTTL after it was taken.
+    let other = keyward::cli::pool::take(&op.client, &op.namespace, "closed")
+        .await
+        .expect("take")
+        .expose()
+        .to_string();
+    common::eventually("the taken key's record to go after issuedTTL", || async {
+        let records = op.pool_records("closed").await;
+        let left = records
+            .iter()
+            .filter(|r| r.state != keyward::record::UseState::Available)
+            .count();
+        (left == 0).then_some(())
+    })
+    .await;
+    let answer = tokio::task::block_in_place(|| verify_json(&addr, &other));
+    assert_ne!(answer["code"], "VALID");
 }

@@ -4,57 +4,9 @@
 mod common;
 
 use common::http;
-use common::operator::{HASH_NS, Operator};
+use common::operator::{Operator, start_verifier, until_code, verify_json};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
-
-async fn start_verifier(op: &Operator, status: u16) -> String {
-    let usage = keyward::verifier::usage::UsageOptions {
-        flush_every: std::time::Duration::from_millis(100),
-        writes_per_second: 100,
-    };
-    let options = keyward::verifier::Options {
-        rate_limited_status: status,
-        usage,
-        ..Default::default()
-    };
-    let running = keyward::verifier::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        op.client.clone(),
-        HASH_NS,
-        options,
-    )
-    .await
-    .expect("verifier starts");
-    let (addr, verifier) = (running.addr, running.verifier.clone());
-    common::eventually("the verifier's index to sync", || {
-        let ready = verifier.is_ready();
-        async move { ready.then_some(()) }
-    })
-    .await;
-    addr.to_string()
-}
-
-fn verify_json(addr: &str, key: &str) -> Value {
-    let (code, _, body) = http(
-        addr,
-        "POST",
-        "/v1/keys/verify",
-        &[("Content-Type", "application/json")],
-        &json!({"key": key}).to_string(),
-    );
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("json")
-}
-
-/// Polls until the verifier answers `code` for `key` (its index follows a watch).
-async fn until_code(addr: &str, key: &str, code: &str) -> Value {
-    common::eventually(&format!("the verifier to answer {code}"), || async {
-        let answer = tokio::task::block_in_place(|| verify_json(addr, key));
-        (answer["code"] == code).then_some(answer)
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_gateways_for_issued_keys() {

@@ -99,6 +99,8 @@ type InStore = Box<dyn Fn(&AnyRef) -> Option<String> + Send + Sync>;
 #[derive(Default)]
 struct State {
     stores: HashMap<String, InStore>,
+    /// Controllers the process runs; until each has registered, the process is not idle.
+    expected_controllers: usize,
     /// Changes shared watches have yet to hand to every subscriber.
     fan_outs: Vec<Box<dyn Fn() -> usize + Send + Sync>>,
     seq: u64,
@@ -238,6 +240,7 @@ impl Activity {
     where
         K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     {
+        let present = store.state();
         let in_store = move |obj: &AnyRef| {
             let mut r = ObjectRef::<K>::new(&obj.name);
             r.namespace = obj.namespace.clone();
@@ -248,6 +251,17 @@ impl Activity {
         self.lock()
             .stores
             .insert(K::kind(&()).into_owned(), Box::new(in_store));
+        // The controller will reconcile every object its store holds now; until its
+        // trigger stream hands them over, they count as triggered.
+        for obj in present {
+            self.triggered(erase(&*obj));
+        }
+    }
+
+    /// Notes how many controllers the process runs: the process is busy until each has
+    /// registered with [`Activity::controller`].
+    pub fn expect_controllers(&self, n: usize) {
+        self.lock().expected_controllers = n;
     }
 
     /// Whether a watch of the controllers has delivered `obj` at `resource_version` (in the
@@ -484,6 +498,13 @@ impl Activity {
         let mut why = Vec::new();
         if s.watches.is_empty() {
             why.push("no controller has started watching yet".to_string());
+        }
+        if s.stores.len() < s.expected_controllers {
+            why.push(format!(
+                "{} of {} controllers not yet started",
+                s.expected_controllers - s.stores.len(),
+                s.expected_controllers
+            ));
         }
         let undelivered: usize = s.fan_outs.iter().map(|f| f()).sum();
         if undelivered > 0 {

@@ -291,6 +291,7 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Sen
         &ctx.config.scope(),
         &ctx.activity,
     ));
+    ctx.activity.expect_controllers(2);
     // Aborting this future (a crash, in tests) aborts the controllers with it.
     let mut tasks = AbortOnDrop(vec![
         tokio::spawn(apikey::run(ctx.clone(), caches.clone(), stop())),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::rules;
 
 /// How a generated key looks: `<prefix><body><checksum>` (DESIGN §2).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = rules::key_entropy()))]
 pub struct KeyFormat {

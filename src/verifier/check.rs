@@ -1,13 +1,24 @@
 //! Deciding whether a presented key is valid (DESIGN §6), in order: format and checksum (no
-//! hashing) → lookup id → keyed fast hash → argon2 only where no usable fast hash exists →
-//! disabled / expired / grace. Pure but for the argon2 callback.
+//! hashing) → lookup id → keyed fast hash → argon2 only for keys whose pepper is lost →
+//! disabled / expired / grace / used. Pure.
+//!
+//! Only a holder of the key learns anything about it: every failure after the format check
+//! is `NOT_FOUND`, and the work is the same whether the lookup id exists or not — one HMAC
+//! per usable pepper, computed up front, compared in constant time.
 
 use jiff::Timestamp;
 use serde::Serialize;
+use subtle::ConstantTimeEq;
 
-use super::index::{Entry, Index, Role};
+use super::index::{Entry, Index, Role, Source};
 use crate::keys::Pepper;
 use crate::keys::format;
+use crate::record::UseState;
+
+/// Longest key accepted; anything longer is `MALFORMED` without any work.
+pub const MAX_KEY: usize = 1024;
+/// Keys under lost peppers tried with argon2 for one presentation, at most.
+pub const MAX_ARGON2_CANDIDATES: usize = 16;
 
 /// The verifier's answer codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -20,6 +31,7 @@ pub enum Code {
     RateLimited,
     UsageExceeded,
     Malformed,
+    Unavailable,
 }
 
 impl Code {
@@ -32,6 +44,7 @@ impl Code {
             Self::RateLimited => "RATE_LIMITED",
             Self::UsageExceeded => "USAGE_EXCEEDED",
             Self::Malformed => "MALFORMED",
+            Self::Unavailable => "UNAVAILABLE",
         }
     }
 }
@@ -41,60 +54,104 @@ impl Code {
 pub struct Verdict {
     pub code: Code,
     pub entry: Option<Entry>,
-    /// Whether answering needed argon2 (no usable fast hash).
-    pub used_argon2: bool,
 }
 
-fn verdict(code: Code, entry: Option<&Entry>, used_argon2: bool) -> Verdict {
-    Verdict {
-        code,
-        entry: entry.cloned(),
-        used_argon2,
+impl Verdict {
+    pub fn code(code: Code) -> Self {
+        Self { code, entry: None }
     }
+
+    /// Whether a VALID answer still has to consume a single-use key.
+    pub fn consumes(&self) -> bool {
+        self.code == Code::Valid
+            && self
+                .entry
+                .as_ref()
+                .is_some_and(|e| e.role == Role::SingleUse)
+    }
+}
+
+/// The peppers keys' fast hashes may be made under: the current one and, during a change,
+/// the previous one.
+#[derive(Debug, Clone, Default)]
+pub struct Peppers {
+    pub current: Option<Pepper>,
+    pub previous: Option<Pepper>,
+}
+
+impl Peppers {
+    fn usable(&self) -> impl Iterator<Item = &Pepper> {
+        self.current.iter().chain(self.previous.iter())
+    }
+
+    /// Their ids.
+    pub fn ids(&self) -> Vec<String> {
+        self.usable().map(Pepper::id).collect()
+    }
+}
+
+/// A check's result: decided, or argon2 needed on these candidates (outside any lock).
+// Returned once per request and consumed at once: not worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Outcome {
+    Decided(Verdict),
+    Argon2 {
+        candidates: Vec<Entry>,
+        /// What to answer when none matches.
+        otherwise: Code,
+    },
 }
 
 /// The state of a matched key.
-fn evaluate(entry: &Entry, now: Timestamp, used_argon2: bool) -> Verdict {
-    let expired_previous =
-        matches!(entry.role, Role::Previous { valid_until } if valid_until <= now);
-    let expired = entry.key.expires_at.is_some_and(|t| t <= now);
-    let code = if entry.record.access.disabled {
-        Code::Disabled
-    } else if expired_previous || expired {
-        Code::Expired
-    } else {
-        Code::Valid
+pub fn evaluate(entry: &Entry, now: Timestamp) -> Verdict {
+    let code = match (&*entry.source, &entry.role) {
+        (Source::ApiKey(record), role) => {
+            let previous_over =
+                matches!(role, Role::Previous { valid_until } if *valid_until <= now);
+            if record.access.disabled {
+                Code::Disabled
+            } else if previous_over || entry.key.expires_at.is_some_and(|t| t <= now) {
+                Code::Expired
+            } else {
+                Code::Valid
+            }
+        }
+        (Source::Pool { record, .. }, _) => {
+            if record.state == UseState::Consumed {
+                Code::UsageExceeded
+            } else if record.expires_at().is_some_and(|t| t <= now) {
+                Code::Expired
+            } else {
+                Code::Valid
+            }
+        }
     };
-    verdict(code, Some(entry), used_argon2)
+    Verdict {
+        code,
+        entry: Some(entry.clone()),
+    }
 }
 
-/// `argon2(key, phc)`: the slow, portable check.
-pub type Argon2Check<'a> = &'a dyn Fn(&str, &str) -> bool;
+/// Constant-time equality of two fast hashes (hex).
+fn same(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
 
-/// Checks `key`. `argon2(key, phc)` is called only for keys whose fast hash was made under
-/// another pepper (or when the verifier has none); `None` disables that fallback.
-pub fn check(
-    key: &str,
-    index: &Index,
-    pepper: Option<&Pepper>,
-    now: Timestamp,
-    argon2: Option<Argon2Check<'_>>,
-) -> Verdict {
-    if key.is_empty() || key.len() > 1024 {
-        return verdict(Code::Malformed, None, false);
+/// Checks `key`.
+pub fn check(key: &str, index: &Index, peppers: &Peppers, now: Timestamp) -> Outcome {
+    if key.is_empty() || key.len() > MAX_KEY {
+        return Outcome::Decided(Verdict::code(Code::Malformed));
     }
-    let mut used_argon2 = false;
-    let mut matches = |entry: &Entry| -> bool {
-        match pepper {
-            Some(p) if p.id() == entry.key.pepper_id => p.matches(key, &entry.key.fast_hash),
-            _ => match argon2 {
-                Some(verify) => {
-                    used_argon2 = true;
-                    verify(key, &entry.key.hash)
-                }
-                None => false,
-            },
-        }
+    // One HMAC per usable pepper, whatever follows.
+    let fast: Vec<(String, String)> = peppers
+        .usable()
+        .map(|p| (p.id(), p.fast_hash(key)))
+        .collect();
+    let usable: Vec<String> = fast.iter().map(|(id, _)| id.clone()).collect();
+    let matches = |entry: &Entry| {
+        fast.iter()
+            .any(|(id, fh)| *id == entry.key.pepper_id && same(fh, &entry.key.fast_hash))
     };
     let mut known_prefix = false;
     for f in index.formats() {
@@ -105,34 +162,58 @@ pub fn check(
         let Some(parsed) = format::parse(key, f) else {
             continue;
         };
-        for entry in index.by_lookup(parsed.lookup_id) {
-            if entry.record.format.as_ref() == Some(f) && matches(entry) {
-                return evaluate(entry, now, used_argon2);
-            }
+        let candidates: Vec<&Entry> = index
+            .by_lookup(parsed.lookup_id)
+            .iter()
+            .filter(|e| match &*e.source {
+                Source::ApiKey(r) => r.format.as_ref() == Some(f),
+                Source::Pool { record, .. } => record.format.as_ref() == Some(f),
+            })
+            .collect();
+        if candidates.is_empty() {
+            // The same comparison a known lookup id costs.
+            let _ = same(
+                &fast.first().map(|(_, h)| h.clone()).unwrap_or_default(),
+                "",
+            );
         }
-        return verdict(Code::NotFound, None, used_argon2);
+        if let Some(hit) = candidates.iter().find(|e| matches(e)) {
+            return Outcome::Decided(evaluate(hit, now));
+        }
+        let lost: Vec<Entry> = candidates
+            .into_iter()
+            .filter(|e| !usable.contains(&e.key.pepper_id))
+            .take(MAX_ARGON2_CANDIDATES)
+            .cloned()
+            .collect();
+        if !lost.is_empty() {
+            return Outcome::Argon2 {
+                candidates: lost,
+                otherwise: Code::NotFound,
+            };
+        }
+        return Outcome::Decided(Verdict::code(Code::NotFound));
     }
-    // No keyward shape: an imported key, found by its keyed hash.
-    if let Some(p) = pepper
-        && let Some(entry) = index.by_fast_hash(&p.fast_hash(key))
-    {
-        return evaluate(entry, now, false);
-    }
-    let foreign: Vec<Entry> = index
-        .imported_without_fast_hash(&pepper.map(Pepper::id).unwrap_or_default())
-        .cloned()
-        .collect();
-    for entry in &foreign {
-        if matches(entry) {
-            return evaluate(entry, now, used_argon2);
+    // No keyward shape: a key without structure, found by its keyed hash.
+    for (_, fh) in &fast {
+        if let Some(entry) = index.by_fast_hash(fh) {
+            return Outcome::Decided(evaluate(entry, now));
         }
     }
-    let code = if known_prefix {
+    let otherwise = if known_prefix {
         Code::Malformed
     } else {
         Code::NotFound
     };
-    verdict(code, None, used_argon2)
+    let lost = index.unstructured_under_other_peppers(&usable, MAX_ARGON2_CANDIDATES);
+    if lost.is_empty() {
+        Outcome::Decided(Verdict::code(otherwise))
+    } else {
+        Outcome::Argon2 {
+            candidates: lost,
+            otherwise,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +281,20 @@ mod tests {
         }
     }
 
+    fn peppers(p: &Pepper) -> Peppers {
+        Peppers {
+            current: Some(p.clone()),
+            previous: None,
+        }
+    }
+
+    fn code(o: Outcome) -> Code {
+        match o {
+            Outcome::Decided(v) => v.code,
+            Outcome::Argon2 { .. } => panic!("argon2 asked for"),
+        }
+    }
+
     #[test]
     fn the_check_order() {
         let pepper = Pepper::new(vec![7; 32]);
@@ -215,62 +310,61 @@ mod tests {
             key: hashed(&old, &pepper, Some(&f)),
             valid_until: "2026-06-01T13:00:00Z".parse().expect("ts"),
         });
-        index.upsert(r.clone());
-        let run = |k: &str, index: &Index| check(k, index, Some(&pepper), now(), None).code;
+        index.upsert("a", Source::ApiKey(r.clone()));
+        let run = |k: &str, index: &Index| code(check(k, index, &peppers(&pepper), now()));
         assert_eq!(run(key.expose(), &index), Code::Valid);
         assert_eq!(run(old.expose(), &index), Code::Valid, "inside its grace");
+        let later: Timestamp = "2026-06-01T13:00:00Z".parse().expect("ts");
         assert_eq!(
-            check(
-                old.expose(),
-                &index,
-                Some(&pepper),
-                "2026-06-01T13:00:00Z".parse().expect("ts"),
-                None
-            )
-            .code,
+            code(check(old.expose(), &index, &peppers(&pepper), later)),
             Code::Expired
         );
         // A typo fails the checksum: malformed, no lookup, no hashing.
         let mut typo = key.expose().to_string();
         typo.replace_range(12..13, if &typo[12..13] == "a" { "b" } else { "a" });
         assert_eq!(run(&typo, &index), Code::Malformed);
-        // Well-formed but unknown: not found.
         assert_eq!(
             run(keys::generate(&f).expect("key").expose(), &index),
             Code::NotFound
         );
         assert_eq!(run("", &index), Code::Malformed);
+        assert_eq!(run(&"x".repeat(MAX_KEY + 1), &index), Code::Malformed);
         assert_eq!(run("something-else-entirely", &index), Code::NotFound);
         r.access.disabled = true;
-        index.upsert(r);
+        index.upsert("a", Source::ApiKey(r));
         assert_eq!(run(key.expose(), &index), Code::Disabled);
     }
 
     #[test]
-    fn imported_keys_and_a_replaced_pepper() {
+    fn imported_keys_and_lost_peppers() {
         let old_pepper = Pepper::new(vec![1; 32]);
         let new_pepper = Pepper::new(vec![2; 32]);
         let key = PlainKey::new("legacy-static-key-0123456789");
         let mut index = Index::default();
-        index.upsert(record("imp", None, hashed(&key, &old_pepper, None)));
+        index.upsert(
+            "imp",
+            Source::ApiKey(record("imp", None, hashed(&key, &old_pepper, None))),
+        );
         assert_eq!(
-            check(key.expose(), &index, Some(&old_pepper), now(), None).code,
+            code(check(key.expose(), &index, &peppers(&old_pepper), now())),
             Code::Valid
         );
-        // Under another pepper the fast hash is useless: argon2 decides, and says so.
-        let slow = |presented: &'static str| {
-            let (index, pepper) = (index.clone(), new_pepper.clone());
-            on_pool(move || {
-                let verify = |k: &str, phc: &str| keys::argon2_verify(k, phc);
-                let v = check(presented, &index, Some(&pepper), now(), Some(&verify));
-                (v.code, v.used_argon2)
-            })
+        // Under the previous pepper during a change: still the fast path.
+        let both = Peppers {
+            current: Some(new_pepper.clone()),
+            previous: Some(old_pepper.clone()),
         };
-        assert_eq!(slow("legacy-static-key-0123456789"), (Code::Valid, true));
-        assert_eq!(
-            check(key.expose(), &index, Some(&new_pepper), now(), None).code,
-            Code::NotFound
-        );
-        assert_eq!(slow("legacy-static-key-wrong").0, Code::NotFound);
+        assert_eq!(code(check(key.expose(), &index, &both, now())), Code::Valid);
+        // Lost pepper: argon2 candidates, never a decision from the fast hash.
+        match check(key.expose(), &index, &peppers(&new_pepper), now()) {
+            Outcome::Argon2 {
+                candidates,
+                otherwise,
+            } => {
+                assert_eq!(candidates.len(), 1);
+                assert_eq!(otherwise, Code::NotFound);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

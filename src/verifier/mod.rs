@@ -1,18 +1,19 @@
 //! The verifier (DESIGN §6): answers "is this key valid?" for gateways from an in-memory
-//! index fed by a watch on the hash namespace. No API call per request; argon2 only where no
-//! usable fast hash exists, bounded by a semaphore.
-//!
-//! Not yet here (next steps of the verifier issue): single-use pool keys, TLS, a success
-//! and negative cache, Prometheus metrics of its own, flags for the usage flush timing.
+//! index fed by a watch on the hash namespace. No API call per request, except consuming a
+//! single-use pool key (an update of its record). argon2 only for keys whose pepper is
+//! lost, on the process's hashing pool, never while holding the index lock, and never
+//! twice for the same wrong key (a bounded negative cache).
 
 pub mod check;
+pub mod consume;
 pub mod index;
 pub mod ratelimit;
 pub mod usage;
 
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use axum::Json;
@@ -28,16 +29,20 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
-use self::check::{Code, Verdict};
-use self::index::Index;
+use self::check::{Code, Outcome, Peppers, Verdict};
+use self::index::{Index, Source};
 use self::ratelimit::{Decision, Limiter};
+use crate::controller::PEPPER_SECRET;
 use crate::crd::labels;
 use crate::keys::Pepper;
-use crate::record::HashRecord;
+use crate::record::{HashRecord, SingleUseRecord};
 
 /// argon2 verifications the verifier may have queued or running at once.
 const ARGON2_QUEUE: usize = 64;
+/// Wrong keys remembered so they never cost a second argon2 run.
+const NEGATIVE_CACHE: usize = 4096;
 
 /// Verifier settings.
 #[derive(Debug, Clone)]
@@ -61,21 +66,60 @@ impl Default for Options {
     }
 }
 
+/// Hashes of wrong keys that needed argon2, oldest forgotten first; cleared whenever the
+/// index changes (a key wrong before may be right now).
+#[derive(Default)]
+struct Negative {
+    set: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl Negative {
+    fn digest(key: &str) -> [u8; 32] {
+        Sha256::digest(key.as_bytes()).into()
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.set.contains(&Self::digest(key))
+    }
+
+    fn insert(&mut self, key: &str) {
+        let d = Self::digest(key);
+        if self.set.insert(d) {
+            self.order.push_back(d);
+            while self.order.len() > NEGATIVE_CACHE {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.set.clear();
+        self.order.clear();
+    }
+}
+
 /// Shared verifier state.
 pub struct Verifier {
     index: RwLock<Index>,
-    pepper: RwLock<Option<Pepper>>,
+    peppers: RwLock<Peppers>,
     limiter: Limiter,
     ready: AtomicBool,
     /// The verifier's way into the hashing pool: its slow path queues here, apart from
     /// the controllers, and never waits when the queue is full.
     hashing: crate::hashing::Caller,
+    negative: Mutex<Negative>,
+    turns: consume::Turns,
     options: Options,
     usage: usage::Usage,
+    records: Api<Secret>,
+    hash_namespace: String,
 }
 
 impl Verifier {
-    pub fn new(options: Options) -> Arc<Self> {
+    pub fn new(client: Client, hash_namespace: &str, options: Options) -> Arc<Self> {
         let pool = options
             .hash_pool
             .clone()
@@ -83,11 +127,15 @@ impl Verifier {
         Arc::new(Self {
             hashing: pool.caller("verifier", ARGON2_QUEUE),
             index: RwLock::new(Index::default()),
-            pepper: RwLock::new(None),
+            peppers: RwLock::new(Peppers::default()),
             limiter: Limiter::default(),
             ready: AtomicBool::new(false),
+            negative: Mutex::new(Negative::default()),
+            turns: consume::Turns::default(),
             options,
             usage: usage::Usage::default(),
+            records: Api::namespaced(client, hash_namespace),
+            hash_namespace: hash_namespace.to_string(),
         })
     }
 
@@ -96,75 +144,129 @@ impl Verifier {
         self.ready.load(Ordering::SeqCst)
     }
 
-    fn pepper(&self) -> Option<Pepper> {
-        self.pepper
+    fn peppers(&self) -> Peppers {
+        self.peppers
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    fn quick(&self, key: &str) -> Verdict {
+    /// Decides a key from the index alone, or says which entries need argon2.
+    fn quick(&self, key: &str) -> Outcome {
+        let peppers = self.peppers();
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        check::check(
-            key,
-            &index,
-            self.pepper().as_ref(),
-            jiff::Timestamp::now(),
-            None,
+        check::check(key, &index, &peppers, jiff::Timestamp::now())
+    }
+
+    /// argon2 over the candidates of a lost pepper, on the hashing pool, with no lock held.
+    async fn slow(&self, key: &str, candidates: Vec<index::Entry>, otherwise: Code) -> Verdict {
+        if self
+            .negative
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
+        {
+            return Verdict::code(otherwise);
+        }
+        let presented = key.to_string();
+        let found = self
+            .hashing
+            .try_run(move || {
+                candidates
+                    .into_iter()
+                    .find(|e| crate::keys::argon2_verify(&presented, &e.key.hash))
+            })
+            .await;
+        match found {
+            Ok(Some(entry)) => check::evaluate(&entry, jiff::Timestamp::now()),
+            Ok(None) => {
+                self.negative
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key);
+                Verdict::code(otherwise)
+            }
+            // The slow path is saturated: try again later (never a guess).
+            Err(_) => Verdict::code(Code::Unavailable),
+        }
+    }
+
+    /// Consumes a single-use key the check found valid.
+    async fn consume(&self, verdict: Verdict) -> Verdict {
+        let Some(entry) = &verdict.entry else {
+            return verdict;
+        };
+        let Some((record, name, rv)) = consume::pool_record(&entry.source) else {
+            return verdict;
+        };
+        let current = || {
+            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+            index.pool_record(name)
+        };
+        let done = consume::consume(
+            &self.records,
+            &self.hash_namespace,
+            &self.turns,
+            name,
+            record,
+            rv,
+            current,
         )
+        .await;
+        if let Some((record, rv)) = done.now {
+            self.index
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .upsert(
+                    name,
+                    Source::Pool {
+                        record,
+                        secret_name: name.to_string(),
+                        resource_version: rv,
+                    },
+                );
+        }
+        Verdict {
+            code: done.code,
+            entry: verdict.entry.clone(),
+        }
     }
 
     /// Checks a key, then its rate limit.
     pub async fn verify(self: &Arc<Self>, key: &str) -> (Verdict, Option<Decision>) {
-        let mut verdict = self.quick(key);
-        let needs_argon2 = verdict.code == Code::NotFound && {
-            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-            index.has_foreign_pepper(&self.pepper().map(|p| p.id()).unwrap_or_default())
+        let mut verdict = match self.quick(key) {
+            Outcome::Decided(v) => v,
+            Outcome::Argon2 {
+                candidates,
+                otherwise,
+            } => self.slow(key, candidates, otherwise).await,
         };
-        if needs_argon2 {
-            let this = self.clone();
-            let presented = key.to_string();
-            let slow = self
-                .hashing
-                .try_run(move || {
-                    let index = this.index.read().unwrap_or_else(|p| p.into_inner());
-                    let verify = |k: &str, phc: &str| crate::keys::argon2_verify(k, phc);
-                    check::check(
-                        &presented,
-                        &index,
-                        this.pepper().as_ref(),
-                        jiff::Timestamp::now(),
-                        Some(&verify),
-                    )
-                })
-                .await;
-            if let Ok(v) = slow {
-                verdict = v;
-            }
+        if verdict.consumes() {
+            verdict = self.consume(verdict).await;
         }
         let mut limit = None;
         if verdict.code == Code::Valid
             && let Some(entry) = &verdict.entry
-            && let Some(per_minute) = entry.record.access.requests_per_minute
+            && let Source::ApiKey(record) = &*entry.source
         {
-            let decision = self
-                .limiter
-                .take(&entry.record.apikey.uid, per_minute, Instant::now());
-            if !decision.allowed {
-                verdict.code = Code::RateLimited;
+            if let Some(per_minute) = record.access.requests_per_minute {
+                let decision = self
+                    .limiter
+                    .take(&record.apikey.uid, per_minute, Instant::now());
+                if !decision.allowed {
+                    verdict.code = Code::RateLimited;
+                }
+                limit = Some(decision);
             }
-            limit = Some(decision);
-        }
-        if verdict.code == Code::Valid
-            && let Some(entry) = &verdict.entry
-        {
-            let owner = &entry.record.apikey;
-            self.usage.record(
-                &owner.namespace,
-                &owner.name,
-                &owner.uid,
-                jiff::Timestamp::now(),
-            );
+            if verdict.code == Code::Valid {
+                let owner = &record.apikey;
+                self.usage.record(
+                    &owner.namespace,
+                    &owner.name,
+                    &owner.uid,
+                    jiff::Timestamp::now(),
+                );
+            }
         }
         (verdict, limit)
     }
@@ -174,41 +276,78 @@ impl Verifier {
         self.usage.flush(client, &self.options.usage).await;
     }
 
-    fn apply_secret(&self, secret: &Secret) {
-        match secret.labels().get(labels::ROLE).map(String::as_str) {
-            Some("pepper") => {
-                if let Some(bytes) = secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get("pepper"))
-                    .filter(|b| b.0.len() >= 32)
-                {
-                    *self.pepper.write().unwrap_or_else(|p| p.into_inner()) =
-                        Some(Pepper::new(bytes.0.clone()));
-                }
+    /// What a Secret of the hash namespace means to the index, if anything.
+    fn source_of(secret: &Secret) -> Option<Source> {
+        let l = secret.labels();
+        if l.get(labels::ROLE).map(String::as_str) != Some(labels::ROLE_HASH) {
+            return None;
+        }
+        let parsed = if l.get(labels::SINGLE_USE).map(String::as_str) == Some("true") {
+            SingleUseRecord::from_secret(secret).map(|record| Source::Pool {
+                record,
+                secret_name: secret.name_any(),
+                resource_version: secret.resource_version().unwrap_or_default(),
+            })
+        } else {
+            HashRecord::from_secret(secret).map(Source::ApiKey)
+        };
+        match parsed {
+            Ok(source) => Some(source),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring an unreadable hash record");
+                None
             }
-            Some(labels::ROLE_HASH) => match HashRecord::from_secret(secret) {
-                Ok(record) => self
-                    .index
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .upsert(record),
-                Err(e) => tracing::warn!(error = %e, "ignoring an unreadable hash record"),
-            },
-            _ => {}
+        }
+    }
+
+    /// The pepper Secret, trusted by name only.
+    fn apply_pepper(&self, secret: &Secret) {
+        let read = |key: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .filter(|b| b.0.len() >= 32)
+                .map(|b| Pepper::new(b.0.clone()))
+        };
+        let mut peppers = self.peppers.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = read("pepper") {
+            peppers.current = Some(current);
+        }
+        peppers.previous = read("pepper-previous");
+    }
+
+    fn changed(&self) {
+        self.negative
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    fn apply_secret(&self, secret: &Secret) {
+        if secret.name_any() == PEPPER_SECRET {
+            self.apply_pepper(secret);
+            self.changed();
+            return;
+        }
+        if let Some(source) = Self::source_of(secret) {
+            self.index
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .upsert(&secret.name_any(), source);
+            self.changed();
         }
     }
 
     fn remove_secret(&self, secret: &Secret) {
-        if secret.labels().get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_HASH)
-            && let Ok(record) = HashRecord::from_secret(secret)
-        {
-            self.index
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&record.apikey.uid);
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&secret.name_any());
+        if let Ok(record) = HashRecord::from_secret(secret) {
             self.limiter.forget(&record.apikey.uid);
         }
+        self.changed();
     }
 
     /// Feeds the index from a watch on keyward's Secrets in the hash namespace, until the
@@ -225,23 +364,18 @@ impl Verifier {
                 Ok(watcher::Event::Init) => relist.clear(),
                 Ok(watcher::Event::InitApply(s)) => relist.push(s),
                 Ok(watcher::Event::InitDone) => {
-                    let records: Vec<HashRecord> = relist
+                    let sources: Vec<(String, Source)> = relist
                         .iter()
-                        .filter(|s| {
-                            s.labels().get(labels::ROLE).map(String::as_str)
-                                == Some(labels::ROLE_HASH)
-                        })
-                        .filter_map(|s| HashRecord::from_secret(s).ok())
+                        .filter_map(|s| Some((s.name_any(), Self::source_of(s)?)))
                         .collect();
-                    for s in relist.iter().filter(|s| {
-                        s.labels().get(labels::ROLE).map(String::as_str) == Some("pepper")
-                    }) {
-                        self.apply_secret(s);
+                    if let Some(pepper) = relist.iter().find(|s| s.name_any() == PEPPER_SECRET) {
+                        self.apply_pepper(pepper);
                     }
                     self.index
                         .write()
                         .unwrap_or_else(|p| p.into_inner())
-                        .replace_all(records);
+                        .replace_all(sources);
+                    self.changed();
                     relist.clear();
                     self.ready.store(true, Ordering::SeqCst);
                 }
@@ -290,6 +424,7 @@ async fn verify_forward(State(verifier): State<Arc<Verifier>>, headers: HeaderMa
     let status = match verdict.code {
         Code::Valid => StatusCode::OK,
         Code::Disabled => StatusCode::FORBIDDEN,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Code::RateLimited => StatusCode::from_u16(verifier.options.rate_limited_status)
             .unwrap_or(StatusCode::TOO_MANY_REQUESTS),
         _ => StatusCode::UNAUTHORIZED,
@@ -303,18 +438,17 @@ async fn verify_forward(State(verifier): State<Arc<Verifier>>, headers: HeaderMa
     if let Some(entry) = &verdict.entry
         && matches!(verdict.code, Code::Valid | Code::RateLimited)
     {
-        let record = &entry.record;
-        set(
-            h,
-            "x-keyward-key",
-            &format!("{}/{}", record.apikey.namespace, record.apikey.name),
-        );
-        set(
-            h,
-            "x-keyward-owner",
-            record.access.owner.as_deref().unwrap_or_default(),
-        );
-        set(h, "x-keyward-scopes", &record.access.scopes.join(" "));
+        let (namespace, name) = entry.source.owner();
+        set(h, "x-keyward-key", &format!("{namespace}/{name}"));
+        // Pool keys have no owner or scopes: a gateway sees the pool only.
+        if let Source::ApiKey(record) = &*entry.source {
+            set(
+                h,
+                "x-keyward-owner",
+                record.access.owner.as_deref().unwrap_or_default(),
+            );
+            set(h, "x-keyward-scopes", &record.access.scopes.join(" "));
+        }
     }
     if let Some(d) = limit {
         set(h, "x-ratelimit-limit", &d.limit.to_string());
@@ -344,9 +478,16 @@ async fn verify_json(State(verifier): State<Arc<Verifier>>, body: Bytes) -> Resp
     };
     let (verdict, limit) = verifier.verify(&key).await;
     let mut answer = json!({"valid": verdict.code == Code::Valid, "code": verdict.code});
+    // Only a holder of the key learns whose it is (the check proved the secret first).
     if let Some(entry) = &verdict.entry {
-        let r = &entry.record;
-        answer["key"] = json!({"namespace": r.apikey.namespace, "name": r.apikey.name, "owner": r.access.owner, "scopes": r.access.scopes});
+        answer["key"] = match &*entry.source {
+            Source::ApiKey(r) => {
+                json!({"namespace": r.apikey.namespace, "name": r.apikey.name, "owner": r.access.owner, "scopes": r.access.scopes})
+            }
+            Source::Pool { record, .. } => {
+                json!({"namespace": record.pool.namespace, "name": record.pool.name})
+            }
+        };
     }
     if let Some(d) = limit {
         answer["ratelimit"] = json!({"limit": d.limit, "remaining": d.remaining, "resetMs": d.reset.as_millis() as u64});
@@ -397,7 +538,7 @@ pub async fn start(
     hash_namespace: &str,
     options: Options,
 ) -> std::io::Result<Running> {
-    let verifier = Verifier::new(options);
+    let verifier = Verifier::new(client.clone(), hash_namespace, options);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let feed = tokio::spawn(

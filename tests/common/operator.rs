@@ -544,3 +544,57 @@ impl Cluster {
         }
     }
 }
+
+/// A verifier against the test's cluster (usage flushed every 100 ms); its address.
+pub async fn start_verifier(op: &Operator, status: u16) -> String {
+    verifier(op, status).await.addr.to_string()
+}
+
+/// A verifier against the test's cluster, ready; `stop()` ends it.
+pub async fn verifier(op: &Operator, status: u16) -> keyward::verifier::Running {
+    let usage = keyward::verifier::usage::UsageOptions {
+        flush_every: std::time::Duration::from_millis(100),
+        writes_per_second: 100,
+    };
+    let options = keyward::verifier::Options {
+        rate_limited_status: status,
+        usage,
+        ..Default::default()
+    };
+    let running = keyward::verifier::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        op.client.clone(),
+        HASH_NS,
+        options,
+    )
+    .await
+    .expect("verifier starts");
+    let verifier = running.verifier.clone();
+    super::eventually("the verifier's index to sync", || {
+        let ready = verifier.is_ready();
+        async move { ready.then_some(()) }
+    })
+    .await;
+    running
+}
+
+pub fn verify_json(addr: &str, key: &str) -> Value {
+    let (code, _, body) = super::http(
+        addr,
+        "POST",
+        "/v1/keys/verify",
+        &[("Content-Type", "application/json")],
+        &json!({"key": key}).to_string(),
+    );
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+/// Polls until the verifier answers `code` for `key` (its index follows a watch).
+pub async fn until_code(addr: &str, key: &str, code: &str) -> Value {
+    super::eventually(&format!("the verifier to answer {code}"), || async {
+        let answer = tokio::task::block_in_place(|| verify_json(addr, key));
+        (answer["code"] == code).then_some(answer)
+    })
+    .await
+}
