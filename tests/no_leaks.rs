@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use base64::Engine;
 use common::operator::HASH_NS;
 use k8s_openapi::api::core::v1::{Event, Secret};
-use keyward::crd::ApiKey;
+use keyward::crd::{ApiKey, ApiKeyPool};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -48,6 +48,8 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
             "127.0.0.1:0",
             "--verifier-addr",
             "127.0.0.1:0",
+            "--allow-host",
+            "127.0.0.1",
         ])
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
@@ -80,9 +82,73 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
             .await
             .expect("applied");
     }
+    // Pools: random keys with hash records, and keys minted by a webhook that is sent a
+    // header from a Secret.
+    let minter = common::minter::Minter::start().await;
+    minter.set("mint", common::minter::Behaviour::fresh());
+    let header_value = "Bearer webhook-credential-0123456789-abcdefghijklmnop";
+    let auth: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "mint-auth"}, "stringData": {"Authorization": header_value}}),
+    )
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &auth)
+        .await
+        .expect("headers secret");
+    let pools: Api<ApiKeyPool> = Api::default_namespaced(client.clone());
+    for (name, spec) in [
+        ("tokens", json!({"size": 3, "verification": true})),
+        (
+            "remote",
+            json!({"size": 2, "verification": true, "generator": {"type": "Webhook", "webhook": {
+                "url": minter.url("mint"), "keyJsonPointer": "/data/key",
+                "headersFrom": {"secretRef": {"name": "mint-auth"}},
+            }}}),
+        ),
+    ] {
+        let body = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKeyPool", "metadata": {"name": name}, "spec": spec});
+        pools
+            .patch(name, &PatchParams::apply("test"), &Patch::Apply(&body))
+            .await
+            .expect("pool applied");
+    }
     for name in ["generated", "imported", "shown"] {
         wait_ready(&apikeys, name).await;
     }
+    for (name, size) in [("tokens", 3), ("remote", 2)] {
+        common::eventually(&format!("pool {name} full"), || async {
+            let p = pools.get(name).await.expect("pool");
+            p.status.filter(|s| s.available == size).map(|_| ())
+        })
+        .await;
+    }
+    assert_eq!(
+        minter.header_values("mint", "authorization")[0],
+        header_value
+    );
+    let mut pool_keys: Vec<String> = Vec::new();
+    for s in secrets
+        .list(&ListParams::default().labels("keyward.dev/pool"))
+        .await
+        .expect("pool keys")
+        .items
+    {
+        let data = s.data.expect("data");
+        pool_keys.push(String::from_utf8(data["api-key"].0.clone()).expect("utf-8"));
+    }
+    assert_eq!(pool_keys.len(), 5);
+    let take = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["pool", "take", "tokens"])
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("pool take runs")
+    });
+    assert!(take.status.success());
+    let taken = String::from_utf8_lossy(&take.stdout).trim().to_string();
+    assert!(pool_keys.contains(&taken));
     let read = |name: &str| {
         let secrets = secrets.clone();
         let name = name.to_string();
@@ -127,24 +193,22 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
         })
     })
     .await;
-    for key in [
-        generated.as_str(),
-        imported,
-        revealed.as_str(),
-        "kw_not-a-real-key-at-all-0123456789abcdefgh",
+    for (key, expected) in [
+        (generated.as_str(), "VALID"),
+        (imported, "VALID"),
+        (revealed.as_str(), "VALID"),
+        (taken.as_str(), "VALID"),
+        (taken.as_str(), "USAGE_EXCEEDED"),
+        ("kw_not-a-real-key-at-all-0123456789abcdefgh", "MALFORMED"),
     ] {
         let body = json!({"key": key}).to_string();
-        let expected = if key.starts_with("kw_not") {
-            "\"code\":\"MALFORMED\""
-        } else {
-            "\"code\":\"VALID\""
-        };
+        let expected = format!("\"code\":\"{expected}\"");
         common::eventually(&format!("the verifier to answer {expected}"), || async {
             let (code, _, answer) = tokio::task::block_in_place(|| {
                 common::http(&verifier, "POST", "/v1/keys/verify", &[], &body)
             });
             assert_eq!(code, 200);
-            answer.contains(expected).then_some(())
+            answer.contains(expected.as_str()).then_some(())
         })
         .await;
         let bearer = format!("Bearer {key}");
@@ -179,6 +243,17 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
         "the operator logged its reconciles"
     );
     haystack.push_str(&String::from_utf8_lossy(&reveal.stderr));
+    haystack.push_str(&String::from_utf8_lossy(&take.stderr));
+    haystack.push_str(
+        &serde_json::to_string(
+            &pools
+                .list(&ListParams::default())
+                .await
+                .expect("pools")
+                .items,
+        )
+        .expect("json"),
+    );
     let events = Api::<Event>::all(client.clone())
         .list(&ListParams::default())
         .await
@@ -209,11 +284,15 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
         }
     }
     let b64 = base64::engine::general_purpose::STANDARD;
-    for (what, key) in [
-        ("generated", &generated),
-        ("imported", &imported.to_string()),
-        ("revealed", &revealed),
-    ] {
+    let mut scanned = vec![
+        ("generated", generated.clone()),
+        ("imported", imported.to_string()),
+        ("revealed", revealed.clone()),
+        ("headersFrom", header_value.to_string()),
+    ];
+    scanned.extend(pool_keys.iter().map(|k| ("pool", k.clone())));
+    scanned.extend(minter.minted().into_iter().map(|k| ("webhook-minted", k)));
+    for (what, key) in &scanned {
         assert!(key.len() >= 30);
         assert!(!haystack.contains(key.as_str()), "the {what} key leaked");
         assert!(

@@ -109,8 +109,8 @@ pub struct WebhookGenerator {
     /// whole response body, trimmed, is the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512), extend("x-kubernetes-validations" = [{
-        "rule": "self == '' || self.startsWith('/')",
-        "message": "keyJsonPointer must be a JSON pointer starting with '/', e.g. /data/key",
+        "rule": "self.matches('^(/([^~]|~[01])*)*$')",
+        "message": "keyJsonPointer must be a JSON pointer (RFC 6901): empty, or '/'-separated tokens where '~' is written ~0 and '/' ~1, e.g. /data/key",
     }]))]
     pub key_json_pointer: Option<String>,
     /// How long one request may take.

@@ -2,6 +2,7 @@
 //! pointed at it.
 #![allow(dead_code)]
 
+pub mod minter;
 pub mod operator;
 
 use std::io::{BufRead, BufReader};

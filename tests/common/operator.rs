@@ -30,6 +30,12 @@ pub struct Setup {
     pub namespaces: Vec<String>,
     /// `--hash-workers`.
     pub hash_workers: Option<usize>,
+    /// `--allow-host` entries.
+    pub allow_hosts: Vec<String>,
+    /// Whether loopback hosts are allowed (as in the playground).
+    pub allow_loopback: bool,
+    /// `--webhook-concurrency`.
+    pub webhook_concurrency: Option<usize>,
 }
 
 impl Default for Setup {
@@ -38,6 +44,9 @@ impl Default for Setup {
             clock: Arc::new(SystemClock),
             namespaces: Vec::new(),
             hash_workers: None,
+            allow_hosts: Vec::new(),
+            allow_loopback: true,
+            webhook_concurrency: None,
         }
     }
 }
@@ -134,6 +143,9 @@ impl Operator {
                 .setup
                 .hash_workers
                 .unwrap_or_else(keyward::hashing::default_workers),
+            allow_hosts: self.setup.allow_hosts.clone(),
+            allow_loopback: self.setup.allow_loopback,
+            webhook_concurrency: self.setup.webhook_concurrency.unwrap_or(4),
             ..Default::default()
         };
         let pepper = controller::ensure_pepper(&self.client, HASH_NS)

@@ -248,12 +248,14 @@ impl Pools {
             },
             None => reqwest::header::HeaderMap::new(),
         };
-        // Keys already in the pool (a webhook returning one of them again is refused).
-        let held: Arc<std::collections::HashSet<String>> = Arc::new(if webhook.is_some() {
-            self.read_held(pool)
-        } else {
-            Default::default()
-        });
+        // Keys already in the pool or minted in this batch (by fingerprint): a webhook
+        // returning one of them again is refused, also when two calls in flight get one key.
+        let held: Arc<std::sync::Mutex<std::collections::HashSet<String>>> =
+            Arc::new(std::sync::Mutex::new(if webhook.is_some() {
+                self.read_held(pool)
+            } else {
+                Default::default()
+            }));
         let concurrency = if webhook.is_some() {
             self.ctx.config.webhook_concurrency.max(1)
         } else if pool.spec.verification {
@@ -282,10 +284,14 @@ impl Pools {
                             .map_err(|_| (suffix.clone(), Failed::Write(Error::Random)))?,
                         Some(w) => {
                             let key = webhook::mint(&self.ctx, w, headers).await.and_then(|k| {
-                                if held.contains(&keys::fingerprint(&k)) {
-                                    Err(GeneratorError::Duplicate)
-                                } else {
+                                let fresh = held
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .insert(keys::fingerprint(&k));
+                                if fresh {
                                     Ok(k)
+                                } else {
+                                    Err(GeneratorError::Duplicate)
                                 }
                             });
                             match key {
@@ -415,15 +421,18 @@ impl Pools {
         webhook::headers(name, &secret.data.unwrap_or_default()).map_err(Failed::Generator)
     }
 
-    /// Records a generator failure: backoff (1 s doubling to 5 min), the condition, and an
-    /// Event when it starts failing.
+    /// Records a generator failure: backoff (1 s doubling to 5 min; none for a host off the
+    /// allowlist), the condition, and an Event when it starts failing.
     async fn generator_failed(&self, pool: &ApiKeyPool, e: GeneratorError, memo: &mut Memo) {
         let first = memo.generator.failures == 0;
         memo.generator.failures = memo.generator.failures.saturating_add(1);
         let backoff = std::time::Duration::from_secs(1 << (memo.generator.failures - 1).min(8))
             .min(std::time::Duration::from_secs(300));
-        memo.generator.retry_at = Some(Instant::now() + backoff);
         memo.generator.host_not_allowed = e.host_not_allowed();
+        // A host off the allowlist stays off it until the spec or the operator's flags
+        // change (either brings a new pass): nothing to retry on a timer.
+        memo.generator.retry_at =
+            (!memo.generator.host_not_allowed).then(|| Instant::now() + backoff);
         let message = e.to_string();
         tracing::warn!(pool = %format!("{}/{}", pool.namespace().unwrap_or_default(), pool.name_any()), error = %message, retry_in = ?backoff, "pool generator failed");
         if first || memo.generator.message.as_deref() != Some(&message) {

@@ -160,7 +160,11 @@ impl Pools {
                 !conditions::ready(&status.conditions)
                     .is_some_and(|c| Reason::of(c) == Some(Reason::Depleted))
             })
-            .map(|since| (since + WINDOW).saturating_duration_since(now));
+            .map(|since| since + WINDOW)
+            // Once due, a Ready that still does not say Depleted says something weightier
+            // (a failing generator, a host not allowed): nothing to come back for.
+            .filter(|due| *due > now)
+            .map(|due| due.saturating_duration_since(now));
         if status == existing {
             return Ok(depletion_due);
         }
