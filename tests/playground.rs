@@ -21,6 +21,22 @@ fn starts_applies_summarises_and_exits_cleanly_on_sigterm() {
     ] {
         assert!(out.contains(name), "summary names {name}: {out}");
     }
+    // Pools are reconciled: full, or saying why not.
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("default/signup-tokens").contains("Ready=True KeysAvailable  20/20 keys available"),
+        "{out}"
+    );
+    assert!(
+        line("default/stability-keys").contains("Ready=False GeneratorFailing")
+            && line("default/stability-keys").contains("keygen-auth"),
+        "{out}"
+    );
     assert!(
         out.contains("kubectl --kubeconfig"),
         "prints what to try next: {out}"

@@ -445,11 +445,43 @@ async fn a_pool_key_verifies_exactly_once_across_replicas_and_stays_used() {
         .await
         .expect("take");
     let key = key.expose().to_string();
-    // The verifiers know the key before the first presentation.
+    // Both verifiers hold the record as the operator left it after the take (DESIGN §5
+    // allows one conflict per consumption: a third writer racing in, here the operator
+    // marking the record taken, may fairly make a presentation answer UNAVAILABLE).
     let (addr_a, addr_b) = (a.addr.to_string(), b.addr.to_string());
-    common::eventually("both indexes to hold the key's record", || async {
-        let known = |v: &keyward::verifier::Running| v.verifier.is_ready();
-        (known(&a) && known(&b)).then_some(())
+    let taken = common::eventually("the record marked taken", || async {
+        op.pool_records("once")
+            .await
+            .into_iter()
+            .find(|r| r.state == keyward::record::UseState::Taken)
+    })
+    .await;
+    let record_name = format!(
+        "pool-{}-{}",
+        op.pools()
+            .get("once")
+            .await
+            .expect("pool")
+            .metadata
+            .uid
+            .expect("uid"),
+        taken.suffix
+    );
+    let rv = op
+        .records()
+        .get(&record_name)
+        .await
+        .expect("record")
+        .metadata
+        .resource_version;
+    common::eventually("both indexes to hold the taken record", || async {
+        let holds = |v: &keyward::verifier::Running| {
+            v.verifier
+                .pool_record_state(&record_name)
+                .map(|(_, version)| Some(version))
+                == Some(rv.clone())
+        };
+        (holds(&a) && holds(&b)).then_some(())
     })
     .await;
     let presentations: Vec<_> = (0..50)

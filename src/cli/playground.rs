@@ -190,7 +190,7 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
     println!(
         "  verifier:        http://{verifier_addr}  (POST /v1/keys/verify, /verify with Authorization: Bearer KEY)"
     );
-    println!("  controllers:     ApiKey (hash records in namespace {HASH_NAMESPACE})");
+    println!("  controllers:     ApiKey, ApiKeyPool (hash records in namespace {HASH_NAMESPACE})");
     if let Some(dir) = &args.apply {
         println!();
         println!("Applied {} ({} objects):", dir.display(), applied.len());
@@ -216,9 +216,6 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
     Ok(())
 }
 
-/// Kinds whose controller runs in the playground.
-const RECONCILED: &[&str] = &["ApiKey"];
-
 /// One line per applied object: what keyward made of it. Never a key.
 async fn summary(client: &Client, applied: &[Applied]) -> Vec<String> {
     let mut lines = Vec::new();
@@ -227,16 +224,50 @@ async fn summary(client: &Client, applied: &[Applied]) -> Vec<String> {
             Some(ns) => format!("{ns}/{}", object.name),
             None => object.name.clone(),
         };
-        let state = if RECONCILED.contains(&object.kind.as_str()) {
-            converged_state(client, object).await
-        } else if matches!(object.kind.as_str(), "ApiKeyPool" | "ProviderCredential") {
-            "stored, not reconciled (no controller for this kind yet)".to_string()
-        } else {
-            "applied".to_string()
+        let state = match object.kind.as_str() {
+            "ApiKey" => converged_state(client, object).await,
+            "ApiKeyPool" => pool_state(client, object).await,
+            "ProviderCredential" => {
+                "stored, not reconciled (no controller for this kind yet)".to_string()
+            }
+            _ => "applied".to_string(),
         };
         lines.push(format!("{:<20} {place:<32} {state}", object.kind));
     }
     lines
+}
+
+/// Waits (up to 30 s) until the pool is full or says why not, then describes it: Ready,
+/// keys available of size, and the reason's message when not Ready. Never a key.
+async fn pool_state(client: &Client, object: &Applied) -> String {
+    let Some(ns) = object.namespace.as_deref() else {
+        return "applied".into();
+    };
+    let api: Api<crate::crd::ApiKeyPool> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(pool) = api.get(&object.name).await {
+            let status = pool.status.clone().unwrap_or_default();
+            let ready = crate::conditions::ready(&status.conditions);
+            let current = status.observed_generation == pool.metadata.generation;
+            let settled = current
+                && ready.is_some_and(|r| {
+                    r.status != crate::crd::ConditionStatus::True
+                        || status.available >= pool.spec.size
+                });
+            if settled || Instant::now() >= deadline {
+                return match ready {
+                    Some(r) if r.status == crate::crd::ConditionStatus::True => format!(
+                        "Ready=True {}  {}/{} keys available",
+                        r.reason, status.available, pool.spec.size
+                    ),
+                    Some(r) => format!("Ready={:?} {}: {}", r.status, r.reason, r.message),
+                    None => "not reconciled yet".into(),
+                };
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits (up to 30 s) until keyward has acted on the object's current generation, then

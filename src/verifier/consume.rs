@@ -2,11 +2,8 @@
 //! to `consumed` under a resourceVersion precondition, so exactly one verification succeeds
 //! across replicas. Within a replica, presentations of one key are served one at a time, and
 //! the winner's consumption is seen by the next without an API call. On a 409 the record is
-//! read again and the update retried on the newer version. Records only move forward
-//! (pending → available → taken → consumed), so a few conflicts in a row are legitimate
-//! (the operator marking it taken, then another replica consuming it); more than
-//! [`MAX_CONFLICTS`] answer `UNAVAILABLE`, as does any failure to reach the API server:
-//! single-use keys fail closed.
+//! read once and the update retried on the newer version; a second 409 answers
+//! `UNAVAILABLE`. So does any failure to reach the API server: single-use keys fail closed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,9 +18,6 @@ use crate::record::{SingleUseRecord, UseState};
 /// How long consuming may wait for the API server before answering `UNAVAILABLE` (the
 /// client also retries 503s and 429s on its own, for far longer than a gateway waits).
 pub const API_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Conflicts tolerated in one consumption: one per state a record can still move through.
-pub const MAX_CONFLICTS: usize = 3;
 
 /// Serialises presentations of one key within this replica; entries go once unused.
 #[derive(Default)]
@@ -98,7 +92,7 @@ async fn attempt(
         now: None,
     };
     let mut candidate = (record, rv);
-    for try_ in 0..=MAX_CONFLICTS {
+    for try_ in 0..2 {
         let (record, rv) = &candidate;
         if record.state == UseState::Consumed {
             return Consumed {
@@ -127,9 +121,9 @@ async fn attempt(
                     now: Some((consumed, rv)),
                 };
             }
-            Err(kube::Error::Api(s)) if s.code == 409 && try_ < MAX_CONFLICTS => {
+            Err(kube::Error::Api(s)) if s.code == 409 && try_ == 0 => {
                 // Someone wrote it meanwhile (another replica, or the operator marking it
-                // taken): read it and decide on the newer version.
+                // taken): read it once and decide on the newer version.
                 let Ok(Ok(Some(fresh))) =
                     tokio::time::timeout(API_PATIENCE, api.get_opt(name)).await
                 else {

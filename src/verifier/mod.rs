@@ -139,6 +139,15 @@ impl Verifier {
         })
     }
 
+    /// The state and resourceVersion at which the index holds the pool record `name`.
+    pub fn pool_record_state(&self, name: &str) -> Option<(crate::record::UseState, String)> {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .pool_record(name)
+            .map(|(record, rv)| (record.state, rv))
+    }
+
     /// Whether the index has seen the whole hash namespace once.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
