@@ -10,19 +10,17 @@
 //! the `keyward run` process; and its RSS after `--unrelated` Secrets of 1 KiB each were
 //! created with a client-side `kubectl apply` (their data lands in an annotation).
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod bench;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bench::{argon2_bound, cpu_seconds, keyward_binary, kubectl};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
 use keyward::crd::ApiKey;
-use keyward_emulator::Emulator;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-
-const HASH_NS: &str = "keyward-system";
 
 struct Args {
     keys: usize,
@@ -58,139 +56,6 @@ fn args() -> Args {
     a
 }
 
-/// The `keyward run` child, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Operator {
-    child: Child,
-    metrics: String,
-}
-
-impl Operator {
-    fn rss_kb(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
-    }
-
-    fn metric_sum(&self, name: &str) -> f64 {
-        let text = http_get(&self.metrics, "/metrics");
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// User + system CPU seconds of the process whose `stat` file this is.
-fn cpu_seconds(stat: &str) -> f64 {
-    let text = std::fs::read_to_string(stat).unwrap_or_default();
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = text
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the ')'.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::Read;
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-/// Builds the release `keyward` binary next to this example and returns its path.
-fn keyward_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--bin", "keyward"])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building keyward failed");
-    let exe = std::env::current_exe().expect("own path");
-    exe.parent()
-        .and_then(|examples| examples.parent())
-        .map(|profile| profile.join("keyward"))
-        .expect("target/<profile>/keyward")
-}
-
-/// N argon2id hashes at keyward's parameters on every core, timed.
-fn argon2_bound(n: usize) -> f64 {
-    let cores = keyward::hashing::default_workers();
-    let pool = keyward::hashing::HashPool::new(cores);
-    let caller = pool.caller("bench", n.max(1));
-    let started = Instant::now();
-    let (tx, rx) = std::sync::mpsc::channel();
-    for i in 0..n {
-        let tx = tx.clone();
-        let key = keyward::keys::PlainKey::new(format!("kw_bound_{i:08}_0123456789abcdefghij"));
-        let caller = caller.clone();
-        std::thread::spawn(move || {
-            let r = caller.run_blocking(move || {
-                keyward::keys::argon2_hash(&key, &keyward::keys::Argon2Params::default())
-            });
-            let _ = tx.send(r.is_ok());
-        });
-        // Queue in batches so this does not start N threads at once.
-        if i % 64 == 63 {
-            while pool.stats().queued > 32 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
-    drop(tx);
-    let done = rx.iter().filter(|ok| *ok).count();
-    assert_eq!(done, n);
-    started.elapsed().as_secs_f64()
-}
-
-fn kubectl() -> PathBuf {
-    let tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/kubectl");
-    if tools.exists() {
-        tools
-    } else {
-        PathBuf::from("kubectl")
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let args = args();
@@ -203,59 +68,13 @@ async fn main() {
         .expect("bound");
     eprintln!("scale: argon2 bound {bound:.2}s");
 
-    let emulator = Emulator::start().await.expect("emulator");
-    let client = emulator.client();
-    keyward::cli::install_crds(&client).await.expect("CRDs");
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": HASH_NS}})).expect("ns");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("hash namespace");
     let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    emulator.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-
-    let mut cmd = Command::new(&binary);
-    cmd.arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["--log-format", "json", "run", "--hash-namespace", HASH_NS])
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(w) = args.hash_workers {
-        cmd.args(["--hash-workers", &w.to_string()]);
-    }
-    let mut child = cmd.spawn().expect("keyward run starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let log_path = dir.path().join("keyward.log");
-    eprintln!("scale: keyward's log: {}", log_path.display());
-    let mut log = std::fs::File::create(&log_path).expect("log file");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(log, "{line}");
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = v["fields"]["addr"].as_str()
-            {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let metrics = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("keyward logs its metrics address");
-    let op = Operator { child, metrics };
-    // Started: it has listed and created its pepper.
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), HASH_NS);
-    while secrets
-        .get_opt(keyward::controller::PEPPER_SECRET)
-        .await
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let extra: Vec<String> = args
+        .hash_workers
+        .map(|w| vec!["--hash-workers".to_string(), w.to_string()])
+        .unwrap_or_default();
+    let (emulator, client, op) = bench::start(&binary, dir.path(), &extra).await;
+    let kubeconfig = bench::kubeconfig(dir.path());
     let rss_start = op.rss_kb("VmRSS:");
 
     eprintln!("scale: applying {n} ApiKeys");

@@ -99,14 +99,87 @@ async fn with_the_operator_paused_takes_come_oldest_first_then_the_pool_is_empty
         assert_eq!(code, Some(0), "{stderr}");
         taken.push(key);
     }
+    // Each take's place in created-at order (positions, so no key reaches test output).
+    let places: Vec<Option<usize>> = taken
+        .iter()
+        .map(|k| expected.iter().position(|(_, _, e)| e == k))
+        .collect();
     assert_eq!(
-        taken,
-        expected.into_iter().map(|(_, _, k)| k).collect::<Vec<_>>(),
+        places,
+        (0..10).map(Some).collect::<Vec<_>>(),
         "oldest first"
     );
     let (code, stdout, stderr) = tokio::task::block_in_place(|| take(&kc, "seq"));
     assert_eq!((code, stdout.as_str()), (Some(1), ""));
     assert!(stderr.contains("pool empty"), "{stderr}");
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| take(&kc, "nope"));
+    assert_eq!((code, stdout.as_str()), (Some(1), ""));
+    assert!(
+        stderr.contains("ApiKeyPool default/nope not found"),
+        "{stderr}"
+    );
+}
+
+/// Runs `keyward ARGS` against the operator's cluster: (exit code, stdout, stderr).
+fn keyward(kubeconfig: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("keyward runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pool_status_shows_one_row_per_pool() {
+    let op = Operator::start().await;
+    op.apply_pool("alpha", json!({"size": 3})).await;
+    op.apply_pool("beta", json!({"size": 2, "verification": true}))
+        .await;
+    op.wait_pool_full("alpha", 3).await;
+    op.wait_pool_full("beta", 2).await;
+    let (_dir, kc) = kubeconfig_file(&op);
+    let (code, table, stderr) = tokio::task::block_in_place(|| keyward(&kc, &["pool", "status"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    for h in [
+        "NAME",
+        "READY",
+        "AVAILABLE",
+        "SIZE",
+        "GENERATED",
+        "CONSUMED",
+        "OLDEST KEY",
+    ] {
+        assert!(lines[0].contains(h), "{table}");
+    }
+    let alpha: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(alpha[..2], ["alpha", "True"], "{table}");
+    assert!(lines[1].contains("KeysAvailable"), "{table}");
+    assert!(lines[2].starts_with("beta"), "{table}");
+    let (code, one, _) = tokio::task::block_in_place(|| keyward(&kc, &["pool", "status", "beta"]));
+    assert_eq!((code, one.lines().count()), (Some(0), 2), "{one}");
+    let (code, all, _) = tokio::task::block_in_place(|| keyward(&kc, &["pool", "status", "-A"]));
+    assert_eq!(code, Some(0));
+    assert!(
+        all.lines()
+            .next()
+            .is_some_and(|h| h.starts_with("NAMESPACE")),
+        "{all}"
+    );
+    assert!(
+        all.lines().any(|l| l
+            .split_whitespace()
+            .take(2)
+            .eq([op.namespace.as_str(), "alpha"])),
+        "{all}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
