@@ -14,6 +14,7 @@ pub mod history;
 pub mod keys;
 pub mod metrics;
 pub mod outbound;
+pub mod providers;
 pub mod record;
 pub mod rotation;
 pub mod telemetry;

@@ -406,8 +406,9 @@ fn minimal_objects_are_admitted_and_defaulted() {
     assert_eq!(stored["spec"]["secretRef"]["key"], "api-key");
     assert_eq!(
         stored["spec"]["validation"],
-        json!({"interval": "1h", "timeout": "10s"})
+        json!({"interval": "1h", "timeout": "10s", "allowPaidRequest": false})
     );
+    assert_eq!(stored["spec"]["priority"], 100);
 }
 
 #[test]

@@ -71,6 +71,13 @@ pub struct ProviderCredentialSpec {
     /// How often and how patiently to validate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<Validation>,
+    /// Order in the fallback lists of the `keyward-providers` ConfigMap: lower first.
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+}
+
+fn default_priority() -> i32 {
+    100
 }
 
 /// Providers keyward knows. Each is one row of data in the provider table.
@@ -146,6 +153,11 @@ pub struct Validation {
     #[serde(default = "default_timeout")]
     #[schemars(length(max = 64), extend("x-kubernetes-validations" = rules::positive_duration()))]
     pub timeout: String,
+    /// Validate even where the provider documents no free authenticated request (the
+    /// request may cost money). Without it such a credential is `NotConfigured`, reason
+    /// `NoFreeValidation`, and nothing is sent.
+    #[serde(default)]
+    pub allow_paid_request: bool,
 }
 
 fn default_interval() -> String {
@@ -199,7 +211,16 @@ pub struct ProviderCredentialStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub message: Option<String>,
-    /// What the provider offers: chat, images, video, search, embeddings.
+    /// The resourceVersion of the Secret the last verdict tested: a verdict for an older
+    /// version never replaces one for a newer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub validated_secret_version: Option<String>,
+    /// The last value of the annotation `keyward.dev/validate` acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub last_validation_request: Option<String>,
+    /// What the provider offers: chat, images, video, search, embeddings, audio.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(max = 32)))]
     pub capabilities: Vec<String>,
