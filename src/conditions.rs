@@ -41,10 +41,36 @@ pub enum Reason {
     GeneratorWorking,
     /// A URL names a host the operator does not allow.
     HostNotAllowed,
+    /// Provider Ready: the provider accepted the key.
+    Validated,
+    /// Provider Ready: the provider accepted the key but is rate limiting it.
+    RateLimited,
+    /// Provider: the provider refused the key (401/403).
+    InvalidKey,
+    /// Provider: the account is out of credit (402, or a documented out-of-credit answer).
+    QuotaExhausted,
+    /// Provider: it answered 5xx.
+    ProviderError,
+    /// Provider: it answered a status its API does not document for this request.
+    UnexpectedStatus,
+    /// Provider: it answered with a redirect, which keyward never follows.
+    Redirected,
+    /// Provider: no answer within `validation.timeout`.
+    Timeout,
+    /// Provider: DNS, connection or TLS failure.
+    ConnectionFailed,
+    /// The referenced Secret does not exist.
+    SecretNotFound,
+    /// The referenced Secret has no such data key.
+    KeyNotFound,
+    /// The key cannot be sent (empty, too long, control characters).
+    BadKey,
+    /// The provider documents no free authenticated read and `allowPaidRequest` is off.
+    NoFreeValidation,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 30] = [
         Self::KeyIssued,
         Self::Rotated,
         Self::Revealed,
@@ -62,6 +88,19 @@ impl Reason {
         Self::GeneratorFailing,
         Self::GeneratorWorking,
         Self::HostNotAllowed,
+        Self::Validated,
+        Self::RateLimited,
+        Self::InvalidKey,
+        Self::QuotaExhausted,
+        Self::ProviderError,
+        Self::UnexpectedStatus,
+        Self::Redirected,
+        Self::Timeout,
+        Self::ConnectionFailed,
+        Self::SecretNotFound,
+        Self::KeyNotFound,
+        Self::BadKey,
+        Self::NoFreeValidation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +122,19 @@ impl Reason {
             Self::GeneratorFailing => "GeneratorFailing",
             Self::GeneratorWorking => "GeneratorWorking",
             Self::HostNotAllowed => "HostNotAllowed",
+            Self::Validated => "Validated",
+            Self::RateLimited => "RateLimited",
+            Self::InvalidKey => "InvalidKey",
+            Self::QuotaExhausted => "QuotaExhausted",
+            Self::ProviderError => "ProviderError",
+            Self::UnexpectedStatus => "UnexpectedStatus",
+            Self::Redirected => "Redirected",
+            Self::Timeout => "Timeout",
+            Self::ConnectionFailed => "ConnectionFailed",
+            Self::SecretNotFound => "SecretNotFound",
+            Self::KeyNotFound => "KeyNotFound",
+            Self::BadKey => "BadKey",
+            Self::NoFreeValidation => "NoFreeValidation",
         }
     }
 
@@ -197,6 +249,19 @@ mod tests {
                 "GeneratorFailing",
                 "GeneratorWorking",
                 "HostNotAllowed",
+                "Validated",
+                "RateLimited",
+                "InvalidKey",
+                "QuotaExhausted",
+                "ProviderError",
+                "UnexpectedStatus",
+                "Redirected",
+                "Timeout",
+                "ConnectionFailed",
+                "SecretNotFound",
+                "KeyNotFound",
+                "BadKey",
+                "NoFreeValidation",
             ]
         );
     }

@@ -167,7 +167,18 @@ pub async fn start(
     let kubeconfig = dir.join("kubeconfig");
     emulator.write_kubeconfig(&kubeconfig).expect("kubeconfig");
 
-    let mut cmd = Command::new(binary);
+    // KEYWARD_BENCH_WRAP="heaptrack -o /tmp/kw" runs keyward under a profiler (the RSS
+    // figures are then the wrapper's).
+    let wrap = std::env::var("KEYWARD_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(tool) => {
+            let mut c = Command::new(tool);
+            c.args(words).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
     cmd.arg("--kubeconfig")
         .arg(&kubeconfig)
         .args(["--log-format", "json", "run", "--hash-namespace", HASH_NS])

@@ -4,6 +4,7 @@ mod connect;
 mod lookup;
 mod playground;
 pub mod pool;
+pub mod providers;
 mod reveal;
 mod rotate;
 mod run;
@@ -100,6 +101,22 @@ pub enum Command {
     Pool {
         #[command(subcommand)]
         command: PoolCommand,
+    },
+    /// Validate a ProviderCredential now and print the verdict (exit 0 only when Valid).
+    Validate {
+        /// The ProviderCredential.
+        name: String,
+        #[command(flatten)]
+        namespace: NamespaceArg,
+    },
+    /// The provider dashboard: display name, provider, phase, masked key, last validated,
+    /// capabilities.
+    Providers {
+        #[command(flatten)]
+        namespace: NamespaceArg,
+        /// All namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
     },
     /// List the namespace's ApiKeys: owner, preview, readiness, issue time, next rotation, usage.
     Status {
@@ -298,6 +315,52 @@ pub fn main() -> ExitCode {
                     eprintln!("No ApiKeyPools.");
                 } else {
                     println!("{}", pool::table(&pools, all_namespaces));
+                }
+                Ok(())
+            })
+        }
+        Command::Validate { name, namespace } => {
+            telemetry::init(cli.log_format, "warn");
+            let mut valid = false;
+            let result = block_on(async {
+                let (client, ns) = connect
+                    .connect(namespace.namespace.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let pc = providers::validate(&client, &ns, &name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                valid = providers::is_valid(&pc);
+                println!("{}", providers::describe(&pc));
+                Ok(())
+            });
+            return match result {
+                Ok(()) if valid => ExitCode::SUCCESS,
+                Ok(()) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("keyward: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Providers {
+            namespace,
+            all_namespaces,
+        } => {
+            telemetry::init(cli.log_format, "warn");
+            block_on(async {
+                let (client, ns) = connect
+                    .connect(namespace.namespace.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let scope = (!all_namespaces).then_some(ns.as_str());
+                let items = providers::list(&client, scope)
+                    .await
+                    .map_err(|e| format!("listing ProviderCredentials: {e}"))?;
+                if items.is_empty() {
+                    eprintln!("No ProviderCredentials.");
+                } else {
+                    println!("{}", providers::table(&items, all_namespaces));
                 }
                 Ok(())
             })

@@ -29,7 +29,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::activity::{Activity, Note, WatchId};
-use crate::crd::{ApiKey, ApiKeyPool, labels};
+use crate::crd::{ApiKey, ApiKeyPool, ProviderCredential, labels};
 
 /// A change a shared watch saw, in order.
 #[derive(Debug)]
@@ -149,6 +149,7 @@ fn strip_meta(meta: &mut ObjectMeta, keep_foreign_annotations: bool) {
 pub struct Caches {
     pub apikeys: Shared<ApiKey>,
     pub pools: Shared<ApiKeyPool>,
+    pub pcreds: Shared<ProviderCredential>,
     /// Secrets keyward manages (label `app.kubernetes.io/managed-by: keyward`), data
     /// included: workload Secrets, hash records, the pepper.
     pub managed: Shared<Secret>,
@@ -178,6 +179,14 @@ impl Caches {
             activity,
             &mut tasks,
         );
+        let pcreds = watch(
+            client,
+            &scope.user(),
+            None,
+            |p: &mut ProviderCredential| strip_meta(&mut p.metadata, false),
+            activity,
+            &mut tasks,
+        );
         let managed = watch(
             client,
             &scope.managed(),
@@ -197,6 +206,7 @@ impl Caches {
         let caches = Self {
             apikeys,
             pools,
+            pcreds,
             managed,
             secret_meta,
             tasks,
@@ -210,10 +220,13 @@ impl Caches {
         let senders = (
             self.apikeys.changes.clone(),
             self.pools.changes.clone(),
+            self.pcreds.changes.clone(),
             self.managed.changes.clone(),
             self.secret_meta.changes.clone(),
         );
-        move || senders.0.len() + senders.1.len() + senders.2.len() + senders.3.len()
+        move || {
+            senders.0.len() + senders.1.len() + senders.2.len() + senders.3.len() + senders.4.len()
+        }
     }
 
     /// Waits until every store has been listed once: until then a missing object may only
@@ -222,6 +235,7 @@ impl Caches {
         futures::join!(
             self.apikeys.synced(),
             self.pools.synced(),
+            self.pcreds.synced(),
             self.managed.synced(),
             self.secret_meta.synced(),
         );

@@ -9,6 +9,7 @@ pub mod events;
 pub mod finalizer;
 pub mod leader;
 pub mod pool;
+pub mod provider;
 pub mod reconciler;
 pub mod secrets;
 pub mod status;
@@ -180,6 +181,8 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Webhook calls in flight, for the whole process.
     pub webhooks: Arc<tokio::sync::Semaphore>,
+    /// Provider validations in flight, for the whole process (DESIGN §7: at most 8).
+    pub validations: Arc<tokio::sync::Semaphore>,
     failures: Mutex<HashMap<AnyRef, u32>>,
     /// Reconciles finished, successful or not (metrics, and tests that wait for a pass).
     pub reconciles: std::sync::atomic::AtomicU64,
@@ -226,6 +229,7 @@ impl Context {
             allowlist,
             http,
             webhooks,
+            validations: Arc::new(tokio::sync::Semaphore::new(provider::MAX_IN_FLIGHT)),
             client,
             config,
             clock,
@@ -291,11 +295,12 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Sen
         &ctx.config.scope(),
         &ctx.activity,
     ));
-    ctx.activity.expect_controllers(2);
+    ctx.activity.expect_controllers(3);
     // Aborting this future (a crash, in tests) aborts the controllers with it.
     let mut tasks = AbortOnDrop(vec![
         tokio::spawn(apikey::run(ctx.clone(), caches.clone(), stop())),
         tokio::spawn(pool::run(ctx.clone(), caches.clone(), stop())),
+        tokio::spawn(provider::run(ctx.clone(), caches.clone(), stop())),
     ]);
     shutdown.await;
     let _ = tx.send(true);

@@ -46,6 +46,8 @@ pub mod labels {
     pub const ROLE_HASH: &str = "hash";
     /// On hash records of pool keys (consumed once, at the verifier).
     pub const SINGLE_USE: &str = "keyward.dev/single-use";
+    /// A ProviderCredential's phase, for label selectors (DESIGN §7).
+    pub const PHASE: &str = "keyward.dev/phase";
 }
 
 /// Annotations keyward reads or writes (DESIGN §3–§5).
@@ -58,6 +60,8 @@ pub mod annotations {
     pub const REVOKE_PREVIOUS: &str = "keyward.dev/revoke-previous";
     pub const RESTARTED_AT: &str = "keyward.dev/restarted-at";
     pub const CREATED_AT: &str = "keyward.dev/created-at";
+    /// Each new value validates a ProviderCredential once (DESIGN §7).
+    pub const VALIDATE: &str = "keyward.dev/validate";
 }
 
 /// The three CRDs, as `keyward crds` prints them and `crds/` holds them.

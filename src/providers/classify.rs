@@ -7,47 +7,18 @@
 
 use std::time::Duration;
 
+use crate::conditions::Reason;
 use crate::crd::Phase;
 use crate::keys::PlainKey;
 
 use super::table::Check;
 use super::text;
 
-/// Why the phase is what it is (the `Ready` condition's reason).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Why {
-    Validated,
-    RateLimited,
-    InvalidKey,
-    QuotaExhausted,
-    ProviderError,
-    UnexpectedStatus,
-    Redirected,
-    Timeout,
-    ConnectionFailed,
-}
-
-impl Why {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Validated => "Validated",
-            Self::RateLimited => "RateLimited",
-            Self::InvalidKey => "InvalidKey",
-            Self::QuotaExhausted => "QuotaExhausted",
-            Self::ProviderError => "ProviderError",
-            Self::UnexpectedStatus => "UnexpectedStatus",
-            Self::Redirected => "Redirected",
-            Self::Timeout => "Timeout",
-            Self::ConnectionFailed => "ConnectionFailed",
-        }
-    }
-}
-
 /// The outcome of one validation request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub phase: Phase,
-    pub why: Why,
+    pub reason: Reason,
     /// The answer's status, when there was an answer.
     pub http_status: Option<u16>,
     /// For people: the provider's error code and text (scrubbed of the key), or what failed.
@@ -106,9 +77,9 @@ pub fn retry_after(value: &str, now_unix: i64) -> Option<Duration> {
 pub fn classify(check: &Check, answer: Answer<'_>, key: &PlainKey, now_unix: i64) -> Verdict {
     let status = answer.status;
     let said = || text::message(answer.body, key);
-    let verdict = |phase, why, message: String| Verdict {
+    let verdict = |phase, reason, message: String| Verdict {
         phase,
-        why,
+        reason,
         http_status: Some(status),
         message,
         retry_after: None,
@@ -120,27 +91,27 @@ pub fn classify(check: &Check, answer: Answer<'_>, key: &PlainKey, now_unix: i64
             .iter()
             .any(|q| codes.iter().any(|c| c == q));
     if check.succeeded(status) {
-        return verdict(Phase::Valid, Why::Validated, String::new());
+        return verdict(Phase::Valid, Reason::Validated, String::new());
     }
     if out_of_credit {
-        return verdict(Phase::Invalid, Why::QuotaExhausted, said());
+        return verdict(Phase::Invalid, Reason::QuotaExhausted, said());
     }
     match status {
-        401 | 403 => verdict(Phase::Invalid, Why::InvalidKey, said()),
+        401 | 403 => verdict(Phase::Invalid, Reason::InvalidKey, said()),
         429 => Verdict {
             retry_after: answer.retry_after.and_then(|v| retry_after(v, now_unix)),
-            ..verdict(Phase::Valid, Why::RateLimited, said())
+            ..verdict(Phase::Valid, Reason::RateLimited, said())
         },
         300..=399 => verdict(
             Phase::Unreachable,
-            Why::Redirected,
+            Reason::Redirected,
             format!(
                 "redirected to {}; keyward never follows redirects",
                 answer.location_host.unwrap_or("another location")
             ),
         ),
-        500..=599 => verdict(Phase::Unreachable, Why::ProviderError, said()),
-        _ => verdict(Phase::Unreachable, Why::UnexpectedStatus, said()),
+        500..=599 => verdict(Phase::Unreachable, Reason::ProviderError, said()),
+        _ => verdict(Phase::Unreachable, Reason::UnexpectedStatus, said()),
     }
 }
 
@@ -148,10 +119,10 @@ pub fn classify(check: &Check, answer: Answer<'_>, key: &PlainKey, now_unix: i64
 pub fn no_answer(timed_out: bool, what: String) -> Verdict {
     Verdict {
         phase: Phase::Unreachable,
-        why: if timed_out {
-            Why::Timeout
+        reason: if timed_out {
+            Reason::Timeout
         } else {
-            Why::ConnectionFailed
+            Reason::ConnectionFailed
         },
         http_status: None,
         message: what,
@@ -184,31 +155,31 @@ mod tests {
         let key = PlainKey::new("sk-test-0123456789abcdefghij");
         let c = openai();
         let cases = [
-            (200, "{}", Phase::Valid, Why::Validated),
-            (401, "{}", Phase::Invalid, Why::InvalidKey),
-            (403, "{}", Phase::Invalid, Why::InvalidKey),
-            (402, "{}", Phase::Invalid, Why::QuotaExhausted),
+            (200, "{}", Phase::Valid, Reason::Validated),
+            (401, "{}", Phase::Invalid, Reason::InvalidKey),
+            (403, "{}", Phase::Invalid, Reason::InvalidKey),
+            (402, "{}", Phase::Invalid, Reason::QuotaExhausted),
             (
                 429,
                 r#"{"error":{"type":"insufficient_quota","code":"insufficient_quota","message":"You exceeded your current quota"}}"#,
                 Phase::Invalid,
-                Why::QuotaExhausted,
+                Reason::QuotaExhausted,
             ),
             (
                 429,
                 r#"{"error":{"message":"Rate limit reached","type":"requests"}}"#,
                 Phase::Valid,
-                Why::RateLimited,
+                Reason::RateLimited,
             ),
-            (500, "oops", Phase::Unreachable, Why::ProviderError),
-            (503, "", Phase::Unreachable, Why::ProviderError),
-            (302, "", Phase::Unreachable, Why::Redirected),
-            (404, "", Phase::Unreachable, Why::UnexpectedStatus),
-            (400, "", Phase::Unreachable, Why::UnexpectedStatus),
+            (500, "oops", Phase::Unreachable, Reason::ProviderError),
+            (503, "", Phase::Unreachable, Reason::ProviderError),
+            (302, "", Phase::Unreachable, Reason::Redirected),
+            (404, "", Phase::Unreachable, Reason::UnexpectedStatus),
+            (400, "", Phase::Unreachable, Reason::UnexpectedStatus),
         ];
         for (status, body, phase, why) in cases {
             let v = classify(&c, answer(status, body), &key, 0);
-            assert_eq!((v.phase, v.why), (phase, why), "{status} {body}");
+            assert_eq!((v.phase, v.reason), (phase, why), "{status} {body}");
             assert_eq!(v.http_status, Some(status));
         }
     }

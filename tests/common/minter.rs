@@ -19,6 +19,8 @@ pub enum Answer {
     Fresh,
     /// This status and body, every time.
     Fixed(u16, Vec<u8>),
+    /// 200 `{}` when header `.0` is exactly `.1`, else 401 (a provider checking a key).
+    Require(String, String),
 }
 
 /// One path's behaviour: its answer, after a delay.
@@ -54,6 +56,7 @@ struct Shared {
     behaviours: Mutex<HashMap<String, Behaviour>>,
     requests: Mutex<HashMap<String, u64>>,
     headers: Mutex<Vec<(String, axum::http::HeaderMap)>>,
+    methods: Mutex<Vec<(String, String)>>,
     minted: Mutex<Vec<String>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -97,6 +100,12 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .lock()
         .expect("lock")
         .push((path.clone(), request.headers().clone()));
+    shared
+        .methods
+        .lock()
+        .expect("lock")
+        .push((path.clone(), request.method().to_string()));
+    let presented = request.headers().clone();
     let behaviour = shared
         .behaviours
         .lock()
@@ -117,6 +126,17 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
             )
         }
         Answer::Fixed(status, body) => (status, body),
+        Answer::Require(name, value) => {
+            let ok = presented.get(name.as_str()).and_then(|v| v.to_str().ok()) == Some(&value);
+            if ok {
+                (200, b"{}".to_vec())
+            } else {
+                (
+                    401,
+                    br#"{"error":{"message":"invalid key","code":"invalid_api_key"}}"#.to_vec(),
+                )
+            }
+        }
     };
     Response::builder()
         .status(status)
@@ -174,6 +194,29 @@ impl Minter {
             .iter()
             .filter(|(p, _)| p == path)
             .filter_map(|(_, h)| h.get(name)?.to_str().ok().map(String::from))
+            .collect()
+    }
+
+    /// The methods of the requests to `path`.
+    pub fn methods(&self, path: &str) -> Vec<String> {
+        self.shared
+            .methods
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// Every path requested so far, in order.
+    pub fn paths(&self) -> Vec<String> {
+        self.shared
+            .methods
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(p, _)| p.clone())
             .collect()
     }
 
