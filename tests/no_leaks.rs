@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use base64::Engine;
 use common::operator::HASH_NS;
 use k8s_openapi::api::core::v1::{Event, Secret};
-use keyward::crd::{ApiKey, ApiKeyPool};
+use keyward::crd::{ApiKey, ApiKeyPool, ProviderCredential};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -112,9 +112,43 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
             .await
             .expect("pool applied");
     }
+    // A provider credential whose provider echoes the key in its error answer.
+    minter.set(
+        "echo/v1/models",
+        common::minter::Behaviour {
+            answer: common::minter::Answer::Echo(401),
+            delay: std::time::Duration::ZERO,
+        },
+    );
+    let provider_key = "sk-provider-0123456789-abcdefghijklmnopqrstu";
+    let pk: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "provider-key"}, "stringData": {"api-key": provider_key}}),
+    )
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &pk)
+        .await
+        .expect("provider key");
+    let pcreds: Api<ProviderCredential> = Api::default_namespaced(client.clone());
+    let body = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ProviderCredential",
+        "metadata": {"name": "echoing"}, "spec": {"provider": "openai",
+        "secretRef": {"name": "provider-key"}, "baseURL": minter.url("echo/v1")}});
+    pcreds
+        .patch("echoing", &PatchParams::apply("test"), &Patch::Apply(&body))
+        .await
+        .expect("credential applied");
     for name in ["generated", "imported", "shown"] {
         wait_ready(&apikeys, name).await;
     }
+    common::eventually("the echoing provider's verdict", || async {
+        let pc = pcreds.get("echoing").await.expect("get");
+        (pc.status?.phase == Some(keyward::crd::Phase::Invalid)).then_some(())
+    })
+    .await;
+    assert!(
+        minter.paths().iter().any(|p| p == "echo/v1/models"),
+        "the provider was asked"
+    );
     for (name, size) in [("tokens", 3), ("remote", 2)] {
         common::eventually(&format!("pool {name} full"), || async {
             let p = pools.get(name).await.expect("pool");
@@ -246,6 +280,24 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
     haystack.push_str(&String::from_utf8_lossy(&take.stderr));
     haystack.push_str(
         &serde_json::to_string(
+            &pcreds
+                .list(&ListParams::default())
+                .await
+                .expect("pcreds")
+                .items,
+        )
+        .expect("json"),
+    );
+    for cm in Api::<k8s_openapi::api::core::v1::ConfigMap>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("configmaps")
+        .items
+    {
+        haystack.push_str(&serde_json::to_string(&cm).expect("json"));
+    }
+    haystack.push_str(
+        &serde_json::to_string(
             &pools
                 .list(&ListParams::default())
                 .await
@@ -289,6 +341,7 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
         ("imported", imported.to_string()),
         ("revealed", revealed.clone()),
         ("headersFrom", header_value.to_string()),
+        ("provider", provider_key.to_string()),
     ];
     scanned.extend(pool_keys.iter().map(|k| ("pool", k.clone())));
     scanned.extend(minter.minted().into_iter().map(|k| ("webhook-minted", k)));

@@ -37,6 +37,16 @@ fn starts_applies_summarises_and_exits_cleanly_on_sigterm() {
             && line("default/stability-keys").contains("keygen-auth"),
         "{out}"
     );
+    // Credentials get a verdict without any request leaving the machine.
+    assert!(
+        line("default/openai-prod")
+            .contains("NotConfigured (SecretNotFound): Secret default/openai-key not found"),
+        "{out}"
+    );
+    assert!(
+        line("default/inhouse-llm").contains("NotConfigured (HostNotAllowed)"),
+        "{out}"
+    );
     assert!(
         out.contains("kubectl --kubeconfig"),
         "prints what to try next: {out}"

@@ -227,14 +227,42 @@ async fn summary(client: &Client, applied: &[Applied]) -> Vec<String> {
         let state = match object.kind.as_str() {
             "ApiKey" => converged_state(client, object).await,
             "ApiKeyPool" => pool_state(client, object).await,
-            "ProviderCredential" => {
-                "stored, not reconciled (no controller for this kind yet)".to_string()
-            }
+            "ProviderCredential" => provider_state(client, object).await,
             _ => "applied".to_string(),
         };
         lines.push(format!("{:<20} {place:<32} {state}", object.kind));
     }
     lines
+}
+
+/// Waits (up to 30 s) until the credential has a verdict for its current spec, then
+/// describes it: phase, reason, and the message when not Valid. Never a key.
+async fn provider_state(client: &Client, object: &Applied) -> String {
+    let Some(ns) = object.namespace.as_deref() else {
+        return "applied".into();
+    };
+    let api: Api<crate::crd::ProviderCredential> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(pc) = api.get(&object.name).await {
+            let status = pc.status.clone().unwrap_or_default();
+            let settled = status.observed_generation == pc.metadata.generation;
+            if (settled && status.phase.is_some()) || Instant::now() >= deadline {
+                let Some(phase) = status.phase else {
+                    return "not validated yet".into();
+                };
+                let reason = crate::conditions::ready(&status.conditions)
+                    .map(|c| c.reason.clone())
+                    .unwrap_or_default();
+                let mut text = format!("{phase:?} ({reason})");
+                if let Some(m) = status.message.as_deref().filter(|m| !m.is_empty()) {
+                    text.push_str(&format!(": {m}"));
+                }
+                return text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits (up to 30 s) until the pool is full or says why not, then describes it: Ready,

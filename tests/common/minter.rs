@@ -21,6 +21,9 @@ pub enum Answer {
     Fixed(u16, Vec<u8>),
     /// 200 `{}` when header `.0` is exactly `.1`, else 401 (a provider checking a key).
     Require(String, String),
+    /// This status, with the `Authorization` header echoed in an error body, as some
+    /// providers do with a wrong key.
+    Echo(u16),
 }
 
 /// One path's behaviour: its answer, after a delay.
@@ -126,6 +129,14 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
             )
         }
         Answer::Fixed(status, body) => (status, body),
+        Answer::Echo(status) => {
+            let presented = presented
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let body = serde_json::json!({"error": {"message": format!("Incorrect API key provided: {presented}")}});
+            (status, body.to_string().into_bytes())
+        }
         Answer::Require(name, value) => {
             let ok = presented.get(name.as_str()).and_then(|v| v.to_str().ok()) == Some(&value);
             if ok {
