@@ -115,10 +115,7 @@ async fn keys_never_appear_in_logs_events_status_or_metadata() {
     // A provider credential whose provider echoes the key in its error answer.
     minter.set(
         "echo/v1/models",
-        common::minter::Behaviour {
-            answer: common::minter::Answer::Echo(401),
-            delay: std::time::Duration::ZERO,
-        },
+        common::minter::Behaviour::answering(common::minter::Answer::Echo(401)),
     );
     let provider_key = "sk-provider-0123456789-abcdefghijklmnopqrstu";
     let pk: Secret = serde_json::from_value(

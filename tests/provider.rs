@@ -64,113 +64,147 @@ async fn wait_phase(op: &Operator, name: &str, phase: Phase, reason: &str) -> Pr
     .await
 }
 
+/// One provider as its documentation describes the validation request.
+struct Documented {
+    provider: &'static str,
+    /// The base URL's path on the test server (the provider's own base URL ends so).
+    base: &'static str,
+    path: &'static str,
+    method: &'static str,
+    auth: &'static str,
+    /// The auth header's value before the key.
+    scheme: &'static str,
+    extra: &'static [(&'static str, &'static str)],
+    /// A documented out-of-credit answer besides 402: (status, body).
+    out_of_credit: Option<(u16, &'static str)>,
+}
+
+const DOCUMENTED: [Documented; 7] = [
+    // https://developers.openai.com/api/reference/resources/models/methods/list ; out of
+    // credit: https://developers.openai.com/api/docs/guides/error-codes
+    Documented {
+        provider: "openai",
+        base: "/v1",
+        path: "/models",
+        method: "GET",
+        auth: "authorization",
+        scheme: "Bearer ",
+        extra: &[],
+        out_of_credit: Some((
+            429,
+            r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#,
+        )),
+    },
+    // https://platform.claude.com/docs/en/api/models/list ; .../api/versioning ; spend
+    // limit: https://platform.claude.com/docs/en/api/rate-limits
+    Documented {
+        provider: "anthropic",
+        base: "",
+        path: "/v1/models",
+        method: "GET",
+        auth: "x-api-key",
+        scheme: "",
+        extra: &[("anthropic-version", "2023-06-01")],
+        out_of_credit: Some((
+            429,
+            r#"{"type":"error","error":{"type":"rate_limit_error","message":"spend limit","details":{"error_code":"enforced_spend_limit_reached"}}}"#,
+        )),
+    },
+    // https://docs.mistral.ai/api/endpoint/models
+    Documented {
+        provider: "mistral",
+        base: "",
+        path: "/v1/models",
+        method: "GET",
+        auth: "authorization",
+        scheme: "Bearer ",
+        extra: &[],
+        out_of_credit: None,
+    },
+    // https://api.deepinfra.com/openapi.json (GET /v1/me, HTTPBearer)
+    Documented {
+        provider: "deepinfra",
+        base: "",
+        path: "/v1/me",
+        method: "GET",
+        auth: "authorization",
+        scheme: "Bearer ",
+        extra: &[],
+        out_of_credit: None,
+    },
+    // https://docs.perplexity.ai/api-reference/async-sonar-get (needs allowPaidRequest)
+    Documented {
+        provider: "perplexity",
+        base: "",
+        path: "/v1/async/sonar",
+        method: "GET",
+        auth: "authorization",
+        scheme: "Bearer ",
+        extra: &[],
+        out_of_credit: None,
+    },
+    // https://docs.dev.runwayml.com/api/ (GET /v1/organization) ; .../api-details/versioning/
+    Documented {
+        provider: "runway",
+        base: "",
+        path: "/v1/organization",
+        method: "GET",
+        auth: "authorization",
+        scheme: "Bearer ",
+        extra: &[("x-runway-version", "2024-11-06")],
+        out_of_credit: None,
+    },
+    // https://github.com/togethercomputer/openapi (GET /models, bearerAuth) ; 402:
+    // https://docs.together.ai/docs/error-codes
+    Documented {
+        provider: "together",
+        base: "/v1",
+        path: "/models",
+        method: "GET",
+        auth: "authorization",
+        scheme: "Bearer ",
+        extra: &[],
+        out_of_credit: None,
+    },
+];
+
+/// The spec of a credential for `d` whose base URL is `prefix` on `server`.
+fn spec_for(d: &Documented, server: &Minter, prefix: &str, secret: &str) -> Value {
+    let mut spec = json!({"provider": d.provider, "secretRef": {"name": secret},
+        "baseURL": server.url(&format!("{prefix}{}", d.base))});
+    spec["validation"] =
+        json!({"timeout": "500ms", "allowPaidRequest": d.provider == "perplexity"});
+    spec
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn each_provider_is_asked_as_its_documentation_says() {
-    // (provider, base path on the test server, request path below it, method, auth header,
-    // auth value, extra headers)
-    type Case<'a> = (
-        &'a str,
-        &'a str,
-        &'a str,
-        &'a str,
-        &'a str,
-        String,
-        Vec<(&'a str, &'a str)>,
-    );
-    let cases: Vec<Case> = vec![
-        // https://developers.openai.com/api/reference/resources/models/methods/list
-        (
-            "openai",
-            "openai/v1",
-            "/models",
-            "GET",
-            "authorization",
-            format!("Bearer {KEY}"),
-            vec![],
-        ),
-        // https://platform.claude.com/docs/en/api/models/list, .../api/versioning
-        (
-            "anthropic",
-            "anthropic",
-            "/v1/models",
-            "GET",
-            "x-api-key",
-            KEY.to_string(),
-            vec![("anthropic-version", "2023-06-01")],
-        ),
-        // https://docs.mistral.ai/api/endpoint/models
-        (
-            "mistral",
-            "mistral",
-            "/v1/models",
-            "GET",
-            "authorization",
-            format!("Bearer {KEY}"),
-            vec![],
-        ),
-        // https://api.deepinfra.com/openapi.json (GET /v1/me, HTTPBearer)
-        (
-            "deepinfra",
-            "deepinfra",
-            "/v1/me",
-            "GET",
-            "authorization",
-            format!("Bearer {KEY}"),
-            vec![],
-        ),
-        // https://docs.perplexity.ai/api-reference/async-sonar-get (allowPaidRequest below)
-        (
-            "perplexity",
-            "perplexity",
-            "/v1/async/sonar",
-            "GET",
-            "authorization",
-            format!("Bearer {KEY}"),
-            vec![],
-        ),
-        // https://docs.dev.runwayml.com/api/ (GET /v1/organization), .../api-details/versioning/
-        (
-            "runway",
-            "runway",
-            "/v1/organization",
-            "GET",
-            "authorization",
-            format!("Bearer {KEY}"),
-            vec![("x-runway-version", "2024-11-06")],
-        ),
-        // https://github.com/togethercomputer/openapi (GET /models, bearerAuth)
-        (
-            "together",
-            "together/v1",
-            "/models",
-            "GET",
-            "authorization",
-            format!("Bearer {KEY}"),
-            vec![],
-        ),
-    ];
     let server = Minter::start().await;
     let op = Operator::start().await;
     put_secret(&op, "provider-key", KEY).await;
-    for (provider, base, path, _, _, _, _) in &cases {
-        server.set(&format!("{base}{path}"), Behaviour::fixed(200, "{}"));
-        let mut spec = json!({"provider": provider, "secretRef": {"name": "provider-key"},
-            "baseURL": server.url(base)});
-        if *provider == "perplexity" {
-            spec["validation"] = json!({"allowPaidRequest": true});
-        }
-        apply(&op, provider, spec).await;
+    for d in &DOCUMENTED {
+        server.set(
+            &format!("{}{}{}", d.provider, d.base, d.path),
+            Behaviour::fixed(200, "{}"),
+        );
+        apply(
+            &op,
+            d.provider,
+            spec_for(d, &server, d.provider, "provider-key"),
+        )
+        .await;
     }
-    for (provider, base, path, method, auth, value, extra) in &cases {
+    for d in &DOCUMENTED {
+        let provider = d.provider;
         let pc = wait_phase(&op, provider, Phase::Valid, "Validated").await;
-        let full = format!("{base}{path}");
-        assert_eq!(server.methods(&full), [*method], "{provider}");
+        let full = format!("{}{}{}", d.provider, d.base, d.path);
+        assert_eq!(server.methods(&full), [d.method], "{provider}");
         assert_eq!(
-            server.header_values(&full, auth),
-            std::slice::from_ref(value),
+            server.header_values(&full, d.auth),
+            [format!("{}{KEY}", d.scheme)],
             "{provider}"
         );
-        for (h, v) in extra {
+        for (h, v) in d.extra {
             assert_eq!(server.header_values(&full, h), [*v], "{provider} {h}");
         }
         let s = pc.status.clone().expect("status");
@@ -183,81 +217,85 @@ async fn each_provider_is_asked_as_its_documentation_says() {
     }
     // No request went anywhere else, and the key was never in a URL.
     assert!(server.paths().iter().all(|p| !p.contains(KEY)));
-    assert_eq!(server.paths().len(), cases.len());
+    assert_eq!(server.paths().len(), DOCUMENTED.len());
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn answers_are_classified_and_transient_failures_keep_the_verdict() {
+async fn every_providers_answers_are_classified_and_transient_failures_keep_the_verdict() {
     let server = Minter::start().await;
     let op = Operator::start().await;
     put_secret(&op, "k", KEY).await;
-    let cases: Vec<(&str, Behaviour, Phase, &str)> = vec![
-        (
-            "unauthorized",
-            Behaviour::fixed(401, r#"{"error":{"message":"bad"}}"#),
-            Phase::Invalid,
-            "InvalidKey",
-        ),
-        (
-            "forbidden",
-            Behaviour::fixed(403, "{}"),
-            Phase::Invalid,
-            "InvalidKey",
-        ),
-        (
-            "payment",
-            Behaviour::fixed(402, "{}"),
-            Phase::Invalid,
-            "QuotaExhausted",
-        ),
-        // OpenAI's out-of-credit answer is a 429 with insufficient_quota:
-        // https://developers.openai.com/api/docs/guides/error-codes
-        (
-            "quota",
-            Behaviour::fixed(
-                429,
-                r#"{"error":{"type":"insufficient_quota","code":"insufficient_quota","message":"You exceeded your current quota"}}"#,
+    let elsewhere = server.url("elsewhere");
+    let mut expected = Vec::new();
+    for d in &DOCUMENTED {
+        let mut cases: Vec<(&str, Behaviour, Phase, &str)> = vec![
+            ("ok", Behaviour::fixed(200, "{}"), Phase::Valid, "Validated"),
+            (
+                "unauthorized",
+                Behaviour::fixed(401, r#"{"error":{"message":"bad"}}"#),
+                Phase::Invalid,
+                "InvalidKey",
             ),
-            Phase::Invalid,
-            "QuotaExhausted",
-        ),
-        (
-            "limited",
-            Behaviour::fixed(429, r#"{"error":{"message":"Rate limit reached"}}"#),
-            Phase::Valid,
-            "RateLimited",
-        ),
-        (
-            "moved",
-            Behaviour::fixed(302, ""),
-            Phase::Unreachable,
-            "Redirected",
-        ),
-        (
-            "teapot",
-            Behaviour::fixed(418, ""),
-            Phase::Unreachable,
-            "UnexpectedStatus",
-        ),
-        (
-            "slow",
-            Behaviour::fixed(200, "{}").after(Duration::from_secs(5)),
-            Phase::Unreachable,
-            "Timeout",
-        ),
-    ];
-    for (name, behaviour, _, _) in &cases {
-        server.set(&format!("{name}/v1/models"), behaviour.clone());
-        apply(
-            &op,
-            name,
-            json!({"provider": "openai", "secretRef": {"name": "k"},
-            "baseURL": server.url(&format!("{name}/v1")),
-            "validation": {"timeout": "500ms"}}),
-        )
-        .await;
+            (
+                "forbidden",
+                Behaviour::fixed(403, "{}"),
+                Phase::Invalid,
+                "InvalidKey",
+            ),
+            (
+                "payment",
+                Behaviour::fixed(402, "{}"),
+                Phase::Invalid,
+                "QuotaExhausted",
+            ),
+            (
+                "limited",
+                Behaviour::fixed(429, r#"{"error":{"message":"Rate limit reached"}}"#)
+                    .with_header("Retry-After", "3600"),
+                Phase::Valid,
+                "RateLimited",
+            ),
+            (
+                "down",
+                Behaviour::fixed(500, "upstream down"),
+                Phase::Unreachable,
+                "ProviderError",
+            ),
+            (
+                "moved",
+                Behaviour::fixed(302, "").with_header("Location", &elsewhere),
+                Phase::Unreachable,
+                "Redirected",
+            ),
+            (
+                "teapot",
+                Behaviour::fixed(418, ""),
+                Phase::Unreachable,
+                "UnexpectedStatus",
+            ),
+            (
+                "slow",
+                Behaviour::fixed(200, "{}").after(Duration::from_secs(5)),
+                Phase::Unreachable,
+                "Timeout",
+            ),
+        ];
+        if let Some((status, body)) = d.out_of_credit {
+            cases.push((
+                "credit",
+                Behaviour::fixed(status, body),
+                Phase::Invalid,
+                "QuotaExhausted",
+            ));
+        }
+        for (case, behaviour, phase, reason) in cases {
+            let name = format!("{}-{case}", d.provider);
+            server.set(&format!("{name}{}{}", d.base, d.path), behaviour);
+            apply(&op, &name, spec_for(d, &server, &name, "k")).await;
+            expected.push((name, phase, reason));
+        }
     }
-    for (name, _, phase, reason) in &cases {
+    for (name, phase, reason) in &expected {
         let pc = wait_phase(&op, name, *phase, reason).await;
         let s = pc.status.expect("status");
         let message = s.message.unwrap_or_default();
@@ -265,7 +303,26 @@ async fn answers_are_classified_and_transient_failures_keep_the_verdict() {
             !message.contains(KEY) && !message.contains("0123456789ab"),
             "{name}: {message}"
         );
+        if name.ends_with("-moved") {
+            assert!(message.contains("127.0.0.1"), "{name}: {message}");
+        }
     }
+    // Redirects were not followed; conclusive verdicts (a rate limit with Retry-After
+    // included) were asked for once.
+    assert_eq!(server.requests("elsewhere"), 0);
+    for (name, phase, _) in &expected {
+        let asked = server
+            .paths()
+            .iter()
+            .filter(|p| p.starts_with(&format!("{name}/")))
+            .count();
+        if *phase == Phase::Unreachable {
+            assert!(asked >= 1, "{name}");
+        } else {
+            assert_eq!(asked, 1, "{name}");
+        }
+    }
+
     // A 500 after a Valid verdict: Unreachable, the Valid verdict kept.
     server.set("flaky/v1/models", Behaviour::fixed(200, "{}"));
     apply(
@@ -279,6 +336,16 @@ async fn answers_are_classified_and_transient_failures_keep_the_verdict() {
     server.set("flaky/v1/models", Behaviour::fixed(500, "upstream down"));
     request_validation(&op, "flaky", "1").await;
     let down = wait_phase(&op, "flaky", Phase::Unreachable, "ProviderError").await;
+    let events = op.wait_events("ProviderError", "Warning", 1).await;
+    assert!(
+        events[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("Unreachable"),
+        "{:?}",
+        events[0].message
+    );
     let s = down.status.expect("status");
     assert_eq!(s.last_verdict, Some(Phase::Valid));
     assert_eq!(s.http_status, Some(500));
@@ -302,10 +369,10 @@ async fn a_secret_change_revalidates_at_once_and_the_newest_key_wins() {
     let good = "sk-good-key-0123456789abcdefghij";
     server.set(
         "p/v1/models",
-        Behaviour {
-            answer: Answer::Require("authorization".into(), format!("Bearer {good}")),
-            delay: Duration::ZERO,
-        },
+        Behaviour::answering(Answer::Require(
+            "authorization".into(),
+            format!("Bearer {good}"),
+        )),
     );
     let op = Operator::start().await;
     put_secret(&op, "rotating", "sk-old-key-0123456789abcdefghij").await;
@@ -324,10 +391,11 @@ async fn a_secret_change_revalidates_at_once_and_the_newest_key_wins() {
     // flight: the final verdict is the new key's.
     server.set(
         "p/v1/models",
-        Behaviour {
-            answer: Answer::Require("authorization".into(), format!("Bearer {good}")),
-            delay: Duration::from_secs(2),
-        },
+        Behaviour::answering(Answer::Require(
+            "authorization".into(),
+            format!("Bearer {good}"),
+        ))
+        .after(Duration::from_secs(2)),
     );
     put_secret(&op, "rotating", "sk-bad-key-0123456789abcdefghij").await;
     common::eventually("the request for the bad key in flight", || async {
@@ -641,4 +709,37 @@ async fn a_foreign_configmap_of_that_name_is_never_overwritten() {
         cm.data.expect("data"),
         [("mine".to_string(), "yes".to_string())].into()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_most_eight_validations_in_flight_and_a_restart_asks_nothing_new() {
+    let server = Minter::start().await;
+    let mut op = Operator::start().await;
+    put_secret(&op, "k", KEY).await;
+    for i in 0..12 {
+        let name = format!("c{i}");
+        server.set(
+            &format!("{name}/v1/models"),
+            Behaviour::fixed(200, "{}").after(Duration::from_millis(400)),
+        );
+        apply(
+            &op,
+            &name,
+            json!({"provider": "openai", "secretRef": {"name": "k"},
+            "baseURL": server.url(&format!("{name}/v1"))}),
+        )
+        .await;
+    }
+    for i in 0..12 {
+        wait_phase(&op, &format!("c{i}"), Phase::Valid, "Validated").await;
+    }
+    assert_eq!(server.max_in_flight(), 8, "validations in flight at once");
+    assert_eq!(server.paths().len(), 12);
+    let events = op.wait_events("Validated", "Normal", 12).await;
+    assert!(events.len() >= 12);
+    // Validated within their interval (1h): a restarted operator asks nothing.
+    op.wait_idle().await;
+    op.restart().await;
+    op.wait_idle().await;
+    assert_eq!(server.paths().len(), 12);
 }

@@ -31,6 +31,8 @@ pub enum Answer {
 pub struct Behaviour {
     pub answer: Answer,
     pub delay: Duration,
+    /// Extra response headers (`Retry-After`, `Location`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Behaviour {
@@ -38,6 +40,7 @@ impl Behaviour {
         Self {
             answer: Answer::Fresh,
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
     }
 
@@ -45,11 +48,25 @@ impl Behaviour {
         Self {
             answer: Answer::Fixed(status, body.into()),
             delay: Duration::ZERO,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn answering(answer: Answer) -> Self {
+        Self {
+            answer,
+            delay: Duration::ZERO,
+            headers: Vec::new(),
         }
     }
 
     pub fn after(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
         self
     }
 }
@@ -149,11 +166,13 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
             }
         }
     };
-    Response::builder()
+    let mut response = Response::builder()
         .status(status)
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .expect("response")
+        .header("content-type", "application/json");
+    for (k, v) in &behaviour.headers {
+        response = response.header(k.as_str(), v.as_str());
+    }
+    response.body(Body::from(body)).expect("response")
 }
 
 impl Minter {
