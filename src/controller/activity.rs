@@ -111,16 +111,32 @@ struct State {
     synced: std::collections::HashSet<WatchId>,
     /// Per object, the watches still to echo a write of the controllers.
     unseen: HashMap<AnyRef, Vec<(WatchId, Unseen)>>,
-    /// The version each live object was last written at by the controllers.
-    written: HashMap<AnyRef, String>,
+    /// The version each live object was last written at by the controllers (by
+    /// [`Slot`]: one entry per object ever written, so kept small).
+    written: HashMap<Slot, String>,
     writes: u64,
     /// Objects a write of the controllers may or may not have changed (the answer was
     /// lost): the cache cannot tell, so the next read of each goes to the API.
     uncertain: std::collections::HashSet<AnyRef>,
     /// Recent events per object (a watch event can arrive before the write's own answer),
     /// and the order they came in, for forgetting them.
-    recent: HashMap<AnyRef, Recent>,
-    recent_order: std::collections::VecDeque<(Instant, AnyRef)>,
+    recent: HashMap<Slot, Recent>,
+    recent_order: std::collections::VecDeque<(Instant, Slot)>,
+}
+
+/// An object's identity (kind, namespace, name) as a 64-bit hash: the bookkeeping kept for
+/// every object written or seen lately needs no copy of its names (a collision would only
+/// make one idle check wait or return early, never change what is written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Slot(u64);
+
+impl Slot {
+    fn of(obj: &AnyRef) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        obj.hash(&mut h);
+        Self(h.finish())
+    }
 }
 
 /// The last few versions watches delivered for one object.
@@ -178,17 +194,17 @@ impl State {
                 self.recent.remove(&old);
             }
         }
-        let recent = self.recent.entry(obj.clone()).or_default();
+        let recent = self.recent.entry(Slot::of(obj)).or_default();
         recent.at = Some(now);
         if recent.seen.len() >= RECENT_PER_OBJECT {
             recent.seen.pop_front();
         }
         recent.seen.push_back((id, resource_version));
-        self.recent_order.push_back((now, obj.clone()));
+        self.recent_order.push_back((now, Slot::of(obj)));
     }
 
     fn recently_seen(&self, id: Option<WatchId>, obj: &AnyRef, rv: &Option<String>) -> bool {
-        self.recent.get(obj).is_some_and(|r| {
+        self.recent.get(&Slot::of(obj)).is_some_and(|r| {
             r.seen
                 .iter()
                 .any(|(w, v)| id.is_none_or(|id| *w == id) && v == rv)
@@ -345,7 +361,7 @@ impl Activity {
                 }
             }
             Note::Deleted(obj) => {
-                s.written.remove(&obj);
+                s.written.remove(&Slot::of(&obj));
                 s.remember(id, &obj, None);
                 if let Some(list) = s.unseen.get_mut(&obj) {
                     list.retain(|(w, _)| *w != id);
@@ -362,7 +378,7 @@ impl Activity {
     pub fn wrote<K: Resource<DynamicType = ()>>(&self, written: &K) {
         let rv = written.resource_version();
         if let Some(v) = &rv {
-            self.lock().written.insert(erase(written), v.clone());
+            self.lock().written.insert(Slot::of(&erase(written)), v.clone());
         }
         self.expect(written, rv);
     }
@@ -446,7 +462,7 @@ impl Activity {
         let Some(rv) = obj.resource_version() else {
             return false;
         };
-        self.lock().written.get(&erase(obj)) == Some(&rv)
+        self.lock().written.get(&Slot::of(&erase(obj))) == Some(&rv)
     }
 
     /// Notes that a trigger for `obj` was handed to the controller.

@@ -193,7 +193,7 @@ pub struct Context {
     /// The last status written per object, with the resourceVersion it was based on: while
     /// the cache still shows that version, the memo is the truth (no second write with a
     /// fresh transition time).
-    status_memo: Mutex<HashMap<AnyRef, (String, serde_json::Value)>>,
+    status_memo: Mutex<HashMap<AnyRef, (String, String)>>,
 }
 
 impl Context {

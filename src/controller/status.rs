@@ -26,7 +26,7 @@ impl Context {
         let memo = self.status_memo.lock().unwrap_or_else(|p| p.into_inner());
         match memo.get(&key) {
             Some((base_rv, status)) if Some(base_rv) == obj.resource_version().as_ref() => {
-                serde_json::from_value(status.clone()).ok().or(cached)
+                serde_json::from_str(status).ok().or(cached)
             }
             _ => cached,
         }
@@ -62,7 +62,8 @@ impl Context {
             )
             .await?;
         self.activity.wrote(&written);
-        if let (Some(rv), Ok(value)) = (base_rv, serde_json::to_value(status)) {
+        // Compact JSON text: one memo per object written, kept small.
+        if let (Some(rv), Ok(value)) = (base_rv, serde_json::to_string(status)) {
             self.status_memo
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
