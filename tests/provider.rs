@@ -295,6 +295,22 @@ async fn every_providers_answers_are_classified_and_transient_failures_keep_the_
             expected.push((name, phase, reason));
         }
     }
+    // Nobody listens there: a connection failure.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_url = format!("http://{}/v1", closed.local_addr().expect("addr"));
+    drop(closed);
+    apply(
+        &op,
+        "refused",
+        json!({"provider": "openai", "secretRef": {"name": "k"},
+        "baseURL": closed_url}),
+    )
+    .await;
+    expected.push((
+        "refused".to_string(),
+        Phase::Unreachable,
+        "ConnectionFailed",
+    ));
     for (name, phase, reason) in &expected {
         let pc = wait_phase(&op, name, *phase, reason).await;
         let s = pc.status.expect("status");
@@ -310,7 +326,7 @@ async fn every_providers_answers_are_classified_and_transient_failures_keep_the_
     // Redirects were not followed; conclusive verdicts (a rate limit with Retry-After
     // included) were asked for once.
     assert_eq!(server.requests("elsewhere"), 0);
-    for (name, phase, _) in &expected {
+    for (name, phase, _) in expected.iter().filter(|(n, _, _)| n != "refused") {
         let asked = server
             .paths()
             .iter()

@@ -378,7 +378,9 @@ impl Activity {
     pub fn wrote<K: Resource<DynamicType = ()>>(&self, written: &K) {
         let rv = written.resource_version();
         if let Some(v) = &rv {
-            self.lock().written.insert(Slot::of(&erase(written)), v.clone());
+            self.lock()
+                .written
+                .insert(Slot::of(&erase(written)), v.clone());
         }
         self.expect(written, rv);
     }

@@ -145,6 +145,21 @@ fn strip_meta(meta: &mut ObjectMeta, keep_foreign_annotations: bool) {
     }
 }
 
+/// Keeps only what the controllers read of any Secret's metadata (identity, version, and
+/// whether keyward manages it): the store holds every Secret in scope.
+fn strip_to_identity(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(l) = meta.labels.as_mut() {
+        l.retain(|k, _| k == labels::MANAGED_BY);
+        if l.is_empty() {
+            meta.labels = None;
+        }
+    }
+}
+
 /// The watches every controller shares.
 pub struct Caches {
     pub apikeys: Shared<ApiKey>,
@@ -199,7 +214,7 @@ impl Caches {
             client,
             &scope.user(),
             None,
-            |s: &mut PartialObjectMeta<Secret>| strip_meta(&mut s.metadata, false),
+            |s: &mut PartialObjectMeta<Secret>| strip_to_identity(&mut s.metadata),
             activity,
             &mut tasks,
         );

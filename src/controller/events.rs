@@ -3,7 +3,9 @@
 //! fingerprints only).
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
 
 use super::Context;
 
@@ -35,21 +37,42 @@ impl Note {
 }
 
 impl Context {
-    /// Records `note` about the object `about`.
+    /// Records `note` about the object `about` (an `events.k8s.io/v1` Event). Each note is
+    /// its own Event: keyward's notes are about distinct happenings, so there is no series
+    /// to aggregate, and nothing is cached per object.
     pub async fn publish(&self, about: &ObjectReference, note: Note) {
+        let now = self.clock.now();
+        let seq = self
+            .events_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let namespace = about
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
         let event = Event {
-            type_: if note.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}{:04x}",
+                    about.name.as_deref().unwrap_or("keyward"),
+                    now.as_nanosecond(),
+                    seq & 0xffff
+                )),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
             },
-            reason: note.reason.into(),
+            event_time: Some(MicroTime(now)),
+            type_: Some(if note.warning { "Warning" } else { "Normal" }.to_string()),
+            reason: Some(note.reason.to_string()),
+            action: Some(note.action.to_string()),
             note: Some(note.message),
-            action: note.action.into(),
-            secondary: None,
+            regarding: Some(about.clone()),
+            reporting_controller: Some("keyward".to_string()),
+            reporting_instance: Some(self.config.instance.clone()),
+            ..Default::default()
         };
-        if let Err(e) = self.recorder.publish(&event, about).await {
-            tracing::warn!(object = ?about.name, reason = %event.reason, error = %e, "recording an Event failed");
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::warn!(object = ?about.name, reason = %note.reason, error = %e, "recording an Event failed");
         }
     }
 }

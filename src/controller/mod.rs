@@ -1,5 +1,5 @@
 //! The controllers and what they share: the client, configuration, clock, pepper, Event
-//! recorder, hashing pool, shared watches (`cache`), the reconcile wrapper (`reconciler`),
+//! counter, hashing pool, shared watches (`cache`), the reconcile wrapper (`reconciler`),
 //! status, finalizer, Event and Secret writers, and per-object retry backoff.
 
 pub mod activity;
@@ -22,7 +22,6 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::runtime::events::{Recorder, Reporter};
 
 use self::activity::AnyRef;
 use crate::clock::Clock;
@@ -172,7 +171,8 @@ pub struct Context {
     pub config: Config,
     pub clock: Arc<dyn Clock>,
     pub pepper: Pepper,
-    pub recorder: Recorder,
+    /// Events recorded so far (part of each Event's name).
+    pub events_sent: std::sync::atomic::AtomicU64,
     /// The process's hashing pool; each controller asks through its own caller.
     pub hash_pool: HashPool,
     /// Hosts credentials may be sent to (`--allow-host`, loopback in the playground).
@@ -211,11 +211,6 @@ impl Context {
         pepper: Pepper,
         hash_pool: HashPool,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "keyward".into(),
-            instance: Some(config.instance.clone()),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
         // Entries were checked where the configuration was read (`keyward run`).
         let allowlist =
             crate::allowlist::Allowlist::new(&config.allow_hosts, config.allow_loopback)
@@ -234,7 +229,7 @@ impl Context {
             config,
             clock,
             pepper,
-            recorder,
+            events_sent: std::sync::atomic::AtomicU64::new(0),
             hash_pool,
             failures: Mutex::new(HashMap::new()),
             reconciles: std::sync::atomic::AtomicU64::new(0),
