@@ -193,7 +193,7 @@ pub struct Context {
     /// The last status written per object, with the resourceVersion it was based on: while
     /// the cache still shows that version, the memo is the truth (no second write with a
     /// fresh transition time).
-    status_memo: Mutex<HashMap<AnyRef, (String, String)>>,
+    status_memo: Mutex<status::StatusMemo>,
 }
 
 impl Context {
@@ -235,7 +235,7 @@ impl Context {
             reconciles: std::sync::atomic::AtomicU64::new(0),
             metrics: Arc::new(crate::metrics::Metrics::default()),
             activity: Arc::new(activity::Activity::default()),
-            status_memo: Mutex::new(HashMap::new()),
+            status_memo: Mutex::new(status::StatusMemo::default()),
         }
     }
 

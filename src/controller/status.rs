@@ -13,7 +13,54 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::activity::AnyRef;
 use super::{Context, FIELD_MANAGER};
+
+/// How long a written status stays remembered: long enough for any watch to echo the write
+/// (the observe steps also wait for that echo), short enough that the memo stays a handful
+/// of entries at any scale.
+const MEMO_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The statuses keyward wrote lately, each with the resourceVersion it was based on.
+#[derive(Default)]
+pub(super) struct StatusMemo {
+    entries: std::collections::HashMap<AnyRef, (String, String, std::time::Instant)>,
+    order: std::collections::VecDeque<(std::time::Instant, AnyRef)>,
+}
+
+impl StatusMemo {
+    fn get(&self, key: &AnyRef, rv: Option<&String>) -> Option<&str> {
+        self.entries
+            .get(key)
+            .filter(|(base, _, _)| Some(base) == rv)
+            .map(|(_, status, _)| status.as_str())
+    }
+
+    fn insert(&mut self, key: AnyRef, rv: String, status: String) {
+        let now = std::time::Instant::now();
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < MEMO_TTL {
+                break;
+            }
+            let Some((at, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self
+                .entries
+                .get(&old)
+                .is_some_and(|(_, _, written)| *written == at)
+            {
+                self.entries.remove(&old);
+            }
+        }
+        self.order.push_back((now, key.clone()));
+        self.entries.insert(key, (rv, status, now));
+    }
+
+    pub(super) fn remove(&mut self, key: &AnyRef) {
+        self.entries.remove(key);
+    }
+}
 
 impl Context {
     /// The status to compare against for `obj` (whose cached status is `cached`).
@@ -24,11 +71,9 @@ impl Context {
     {
         let key = ObjectRef::from_obj(obj).erase();
         let memo = self.status_memo.lock().unwrap_or_else(|p| p.into_inner());
-        match memo.get(&key) {
-            Some((base_rv, status)) if Some(base_rv) == obj.resource_version().as_ref() => {
-                serde_json::from_str(status).ok().or(cached)
-            }
-            _ => cached,
+        match memo.get(&key, obj.resource_version().as_ref()) {
+            Some(status) => serde_json::from_str(status).ok().or(cached),
+            None => cached,
         }
     }
 
@@ -67,7 +112,7 @@ impl Context {
             self.status_memo
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(ObjectRef::from_obj(obj).erase(), (rv, value));
+                .insert(ObjectRef::from_obj(obj).erase(), rv, value);
         }
         Ok(Arc::new(written))
     }
