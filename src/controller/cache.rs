@@ -145,6 +145,38 @@ fn strip_meta(meta: &mut ObjectMeta, keep_foreign_annotations: bool) {
     }
 }
 
+/// The object a keyward Secret belongs to, named by its label `label` (`keyward.dev/apikey`,
+/// `keyward.dev/pool`): in the Secret's namespace, or for a hash record in the namespace
+/// its `keyward.dev/namespace` label names.
+pub fn owner_by_label<K>(secret: &Secret, label: &str) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let l = secret.labels();
+    let Some(name) = l.get(label) else {
+        return Vec::new();
+    };
+    let ns = if l.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_HASH) {
+        l.get(labels::NAMESPACE).cloned()
+    } else {
+        secret.namespace()
+    };
+    ns.map(|ns| ObjectRef::new(name).within(&ns))
+        .into_iter()
+        .collect()
+}
+
+impl Caches {
+    /// Waits until every store has been listed once, or `shutdown`; `false` on shutdown.
+    /// Nothing is decided from a cache that has not been listed yet.
+    pub async fn ready_unless(&self, shutdown: impl Future<Output = ()>) -> bool {
+        tokio::select! {
+            _ = self.ready() => true,
+            _ = shutdown => false,
+        }
+    }
+}
+
 /// Keeps only what the controllers read of any Secret's metadata (identity, version, and
 /// whether keyward manages it): the store holds every Secret in scope.
 fn strip_to_identity(meta: &mut ObjectMeta) {

@@ -130,18 +130,7 @@ fn relevant_change(ak: &ApiKey) -> u64 {
 
 /// The ApiKey a keyward Secret serves: its workload Secret, or its hash record.
 fn served_by(secret: &Secret) -> Vec<ObjectRef<ApiKey>> {
-    let l = secret.labels();
-    let Some(name) = l.get(labels::APIKEY) else {
-        return Vec::new();
-    };
-    let ns = if l.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_HASH) {
-        l.get(labels::NAMESPACE).cloned()
-    } else {
-        secret.namespace()
-    };
-    ns.map(|ns| ObjectRef::new(name).within(&ns))
-        .into_iter()
-        .collect()
+    super::cache::owner_by_label(secret, labels::APIKEY)
 }
 
 /// Which ApiKeys name which Secrets (an import source, or the workload Secret a foreign
@@ -206,11 +195,9 @@ pub async fn run(
     caches: Arc<Caches>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    // Nothing is decided from a cache that has not been listed yet.
     let shutdown = Box::pin(shutdown).shared();
-    tokio::select! {
-        _ = caches.ready() => {}
-        _ = shutdown.clone() => return,
+    if !caches.ready_unless(shutdown.clone()).await {
+        return;
     }
     let activity = ctx.activity.clone();
     let references = Arc::new(Mutex::new(References::default()));

@@ -150,18 +150,7 @@ fn relevant_change(pool: &ApiKeyPool) -> u64 {
 
 /// The pool a keyward Secret belongs to: a key Secret, or a pool record.
 fn pool_of(secret: &Secret) -> Vec<ObjectRef<ApiKeyPool>> {
-    let l = secret.labels();
-    let Some(name) = l.get(labels::POOL) else {
-        return Vec::new();
-    };
-    let ns = if l.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_HASH) {
-        l.get(labels::NAMESPACE).cloned()
-    } else {
-        secret.namespace()
-    };
-    ns.map(|ns| ObjectRef::new(name).within(&ns))
-        .into_iter()
-        .collect()
+    super::cache::owner_by_label(secret, labels::POOL)
 }
 
 /// Pools whose webhook reads its headers from this Secret (pools are few: a scan).
@@ -193,9 +182,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = Box::pin(shutdown).shared();
-    tokio::select! {
-        _ = caches.ready() => {}
-        _ = shutdown.clone() => return,
+    if !caches.ready_unless(shutdown.clone()).await {
+        return;
     }
     let activity = ctx.activity.clone();
     let pools = caches.pools.store().clone();

@@ -108,9 +108,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = Box::pin(shutdown).shared();
-    tokio::select! {
-        _ = caches.ready() => {}
-        _ = shutdown.clone() => return,
+    if !caches.ready_unless(shutdown.clone()).await {
+        return;
     }
     let store = caches.pcreds.store().clone();
     let triggers = futures::stream::select_all([
