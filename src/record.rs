@@ -274,16 +274,9 @@ pub fn pool_record_name(pool_uid: &str, suffix: &str) -> String {
 
 /// Labels of a pool key's record Secret.
 pub fn pool_record_labels(pool: &Owner) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            labels::MANAGED_BY.to_string(),
-            labels::MANAGED_BY_VALUE.to_string(),
-        ),
-        (labels::ROLE.to_string(), labels::ROLE_HASH.to_string()),
-        (labels::POOL.to_string(), pool.name.clone()),
-        (labels::NAMESPACE.to_string(), pool.namespace.clone()),
-        (labels::SINGLE_USE.to_string(), "true".to_string()),
-    ])
+    let mut l = hash_record_labels(labels::POOL, pool);
+    l.insert(labels::SINGLE_USE.to_string(), "true".to_string());
+    l
 }
 
 /// Why a record Secret could not be read.
@@ -351,13 +344,19 @@ impl HashRecord {
 
 /// Labels of a record Secret.
 pub fn record_labels(owner: &Owner) -> BTreeMap<String, String> {
+    hash_record_labels(labels::APIKEY, owner)
+}
+
+/// The labels every hash record carries: keyward's, the hash role, its owner by
+/// `owner_label` and the owner's namespace.
+fn hash_record_labels(owner_label: &str, owner: &Owner) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             labels::MANAGED_BY.to_string(),
             labels::MANAGED_BY_VALUE.to_string(),
         ),
         (labels::ROLE.to_string(), labels::ROLE_HASH.to_string()),
-        (labels::APIKEY.to_string(), owner.name.clone()),
+        (owner_label.to_string(), owner.name.clone()),
         (labels::NAMESPACE.to_string(), owner.namespace.clone()),
     ])
 }

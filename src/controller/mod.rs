@@ -247,6 +247,20 @@ impl Context {
         Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
     }
 
+    /// The argon2 PHC string of `key` at the configured parameters, computed on the hashing
+    /// pool through `caller` (each controller its own caller).
+    pub async fn argon2(
+        &self,
+        caller: &crate::hashing::Caller,
+        key: &crate::keys::PlainKey,
+    ) -> Result<Result<String, crate::keys::hash::HashError>, crate::hashing::HashPoolError> {
+        let params = self.config.argon2;
+        let key = key.clone();
+        caller
+            .run(move || crate::keys::argon2_hash(&key, &params))
+            .await
+    }
+
     /// Forgets everything kept about a deleted object.
     pub fn forget(&self, key: &AnyRef) {
         self.succeeded(key);

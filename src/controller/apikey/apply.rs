@@ -74,11 +74,9 @@ impl ApiKeys {
         imported_weak: (bool, bool),
         now: Timestamp,
     ) -> Result<record::KeyHash, Error> {
-        let params = self.ctx.config.argon2;
-        let to_hash = key.clone();
         let phc = self
-            .hashing
-            .run(move || keys::argon2_hash(&to_hash, &params))
+            .ctx
+            .argon2(&self.hashing, key)
             .await
             .map_err(Error::Hashing)??;
         Ok(build::key_hash(
