@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use kube::Resource;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde::de::DeserializeOwned;
 
@@ -23,6 +23,12 @@ pub type Next = Option<Duration>;
 
 /// How soon a reconcile that met a stale cache runs again.
 const STALE_RETRY: Duration = Duration::from_millis(200);
+
+/// Reconciles of one controller in flight at once. The rest wait in kube-runtime's
+/// scheduler as object references: a reconcile in flight is a future of several KiB, and
+/// with thousands of keys waiting for the hashing pool, unbounded concurrency held
+/// thousands of them (tens of MB) for no gain, hashing being the bottleneck.
+const CONCURRENCY: u16 = 64;
 
 /// A reconcile failure, as the wrapper needs to see it.
 pub trait Failure: std::error::Error + Send + Sync + 'static {
@@ -70,6 +76,7 @@ pub async fn run<R: Reconciler>(
     activity.controller(store.clone());
     let counted = triggers.inspect(move |r| activity.triggered(r.clone().erase()));
     Controller::for_shared_stream(futures::stream::empty(), store)
+        .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
         .reconcile_on(counted)
         .graceful_shutdown_on(shutdown)
         .run(
