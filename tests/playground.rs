@@ -125,3 +125,113 @@ fn a_signal_right_after_readiness_still_stops_cleanly() {
         assert!(status.success(), "exit status {status:?}");
     }
 }
+
+/// The verifier's address, as the playground prints it.
+fn verifier_addr(pg: &Playground) -> String {
+    pg.stdout
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("verifier:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|url| url.strip_prefix("http://"))
+        .expect("the playground prints its verifier address")
+        .to_string()
+}
+
+#[test]
+fn idle_and_trickling_connections_leave_the_verifier_and_kubectl_working() {
+    use std::io::Write;
+    // Room for 5 200 client sockets here and the default limit (4096) in the playground.
+    rlimit::increase_nofile_limit(16_384).expect("open-file limit");
+    let pg = Playground::start(None);
+    let verifier = verifier_addr(&pg);
+    let manifest = pg.file(
+        "key.yaml",
+        "apiVersion: keyward.dev/v1alpha1\nkind: ApiKey\nmetadata:\n  name: held\n  namespace: default\nspec: {}\n",
+    );
+    pg.ok(&["apply", "--server-side", "-f", &manifest]);
+    let key = common::eventually_blocking("the key to be issued", || {
+        let out = pg.kubectl(&["get", "secret", "held", "-o", "jsonpath={.data.api-key}"]);
+        let b64 = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !b64.is_empty()).then(|| {
+            String::from_utf8(
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+                    .expect("base64"),
+            )
+            .expect("utf-8")
+        })
+    });
+    let bearer = format!("Bearer {key}");
+    common::eventually_blocking("the verifier to know the key", || {
+        let (code, _, _) = common::http(
+            &verifier,
+            "GET",
+            "/verify",
+            &[("Authorization", &bearer)],
+            "",
+        );
+        (code == 200).then_some(())
+    });
+    // 5 000 connections that send nothing (opened side by side: a connect here sometimes
+    // waits a second for the kernel's SYN retransmission, whatever server listens).
+    let openers: Vec<_> = (0..20)
+        .map(|_| {
+            let verifier = verifier.clone();
+            std::thread::spawn(move || {
+                (0..250)
+                    .map(|_| std::net::TcpStream::connect(&verifier).expect("connects"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let idle: Vec<std::net::TcpStream> = openers
+        .into_iter()
+        .flat_map(|t| t.join().expect("opener"))
+        .collect();
+    // 200 clients trickling a request head, a byte a second.
+    let mut trickling: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(&verifier).expect("connects"))
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let head = b"GET /verify HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+            let mut at = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let byte = [head.get(at).copied().unwrap_or(b'a')];
+                for s in trickling.iter_mut() {
+                    let _ = s.write_all(&byte);
+                }
+                at += 1;
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        })
+    };
+    // A new client with a valid key is answered, within 5 s.
+    let asked = std::time::Instant::now();
+    let (code, headers, _) = common::http(
+        &verifier,
+        "GET",
+        "/verify",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    let waited = asked.elapsed();
+    assert_eq!(code, 200);
+    assert_eq!(
+        headers.get("x-keyward-key").map(String::as_str),
+        Some("default/held")
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "answered after {waited:?}"
+    );
+    // The playground's API server still answers kubectl.
+    assert!(
+        pg.ok(&["get", "apikeys", "-o", "name"])
+            .contains("apikey.keyward.dev/held")
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    trickler.join().expect("trickler");
+    drop(idle);
+}

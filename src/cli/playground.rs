@@ -209,9 +209,12 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
     signals.recv().await.map_err(PlaygroundError::Signal)?;
     tracing::info!("stopping");
     let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), controllers).await;
-    // Nothing may keep reconnecting while the emulator drains its connections.
-    verifier.stop();
+    // Requests in flight finish while the controllers stop; then nothing may keep
+    // reconnecting while the emulator drains its connections.
+    let (_, _) = tokio::join!(
+        verifier.drain(crate::verifier::DRAIN_GRACE),
+        tokio::time::timeout(Duration::from_secs(5), controllers)
+    );
     emulator.shutdown().await;
     Ok(())
 }

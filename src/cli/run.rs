@@ -49,6 +49,8 @@ pub struct RunArgs {
     /// HTTP status of rate-limited answers on /verify: 429, or 403 for nginx auth_request.
     #[arg(long, default_value_t = 429, value_parser = super::verifier::rate_limited_status)]
     pub rate_limited_status: u16,
+    #[command(flatten)]
+    pub verifier_defences: super::verifier::DefenceArgs,
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:9090")]
     pub metrics_addr: std::net::SocketAddr,
@@ -117,16 +119,19 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
     let hash_pool = crate::hashing::HashPool::new(config.hash_workers);
     let pepper = controller::ensure_pepper(&client, &config.hash_namespace).await?;
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut verifier = None;
     if let Some(addr) = args.verifier_addr {
-        let options = crate::verifier::Options {
+        let mut options = crate::verifier::Options {
             rate_limited_status: args.rate_limited_status,
             hash_pool: Some(hash_pool.clone()),
             ..Default::default()
         };
+        args.verifier_defences.apply(&mut options);
         let running = crate::verifier::start(addr, client.clone(), &config.hash_namespace, options)
             .await
             .map_err(|source| RunError::Verifier { addr, source })?;
         tracing::info!(verifier = %running.addr, "serving the verifier");
+        verifier = Some(running);
     }
     let context = {
         let metrics = metrics.clone();
@@ -147,9 +152,14 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
     };
     // One signal ends everything: the election, the current term, the process.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
+    // The verifier drains beside the controllers' shutdown: `/readyz` fails at once and
+    // requests in flight finish.
+    let drained = tokio::spawn(async move {
         let _ = signals.recv().await;
         let _ = stop_tx.send(true);
+        if let Some(v) = verifier {
+            v.drain(crate::verifier::DRAIN_GRACE).await;
+        }
     });
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -157,49 +167,58 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    if !args.leader_elect {
-        tracing::info!(hash_namespace = %config.hash_namespace, pepper = %pepper.id(), "keyward controllers starting");
-        metrics.set_leader(true);
-        controller::run_all(context(), stopped()).await;
-        tracing::info!("stopped");
-        return Ok(());
-    }
-    let lease_ns = args
-        .leader_election_namespace
-        .unwrap_or_else(|| config.hash_namespace.clone());
-    let elector = Arc::new(Elector::new(
-        client.clone(),
-        LeaseConfig::new(&lease_ns, &config.instance),
-    ));
-    loop {
-        tracing::info!(identity = %config.instance, lease = %format!("{lease_ns}/keyward-controller"), "waiting to become the leader");
-        tokio::select! {
-            _ = elector.acquire() => {}
-            _ = stopped() => {
-                tracing::info!("stopped");
-                return Ok(());
-            }
-        }
-        tracing::info!(identity = %config.instance, "became the leader; controllers starting");
-        let ctx = context();
-        metrics.set_leader(true);
-        let term = elector.clone();
-        let stop = stopped();
-        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<bool>();
-        controller::run_all(ctx, async move {
-            let signalled = tokio::select! {
-                _ = stop => true,
-                _ = term.keep() => false,
-            };
-            let _ = lost_tx.send(signalled);
-        })
-        .await;
-        metrics.set_leader(false);
-        if lost_rx.await.unwrap_or(true) {
-            elector.release().await;
-            tracing::info!("released the leader Lease; stopped");
+    let outcome: Result<(), RunError> = async {
+        if !args.leader_elect {
+            tracing::info!(hash_namespace = %config.hash_namespace, pepper = %pepper.id(), "keyward controllers starting");
+            metrics.set_leader(true);
+            controller::run_all(context(), stopped()).await;
+            tracing::info!("stopped");
             return Ok(());
         }
-        tracing::warn!("lost the leader Lease; controllers stopped, campaigning again");
+        let lease_ns = args
+            .leader_election_namespace
+            .unwrap_or_else(|| config.hash_namespace.clone());
+        let elector = Arc::new(Elector::new(
+            client.clone(),
+            LeaseConfig::new(&lease_ns, &config.instance),
+        ));
+        loop {
+            tracing::info!(identity = %config.instance, lease = %format!("{lease_ns}/keyward-controller"), "waiting to become the leader");
+            tokio::select! {
+                _ = elector.acquire() => {}
+                _ = stopped() => {
+                    tracing::info!("stopped");
+                    return Ok(());
+                }
+            }
+            tracing::info!(identity = %config.instance, "became the leader; controllers starting");
+            let ctx = context();
+            metrics.set_leader(true);
+            let term = elector.clone();
+            let stop = stopped();
+            let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<bool>();
+            controller::run_all(ctx, async move {
+                let signalled = tokio::select! {
+                    _ = stop => true,
+                    _ = term.keep() => false,
+                };
+                let _ = lost_tx.send(signalled);
+            })
+            .await;
+            metrics.set_leader(false);
+            if lost_rx.await.unwrap_or(true) {
+                elector.release().await;
+                tracing::info!("released the leader Lease; stopped");
+                return Ok(());
+            }
+            tracing::warn!("lost the leader Lease; controllers stopped, campaigning again");
+        }
     }
+    .await;
+    if outcome.is_ok() {
+        let _ = drained.await;
+    } else {
+        drained.abort();
+    }
+    outcome
 }

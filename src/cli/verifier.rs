@@ -2,6 +2,7 @@
 //! own index and its own rate-limit buckets).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::connect::ConnectArgs;
 use super::signals::Signals;
@@ -21,6 +22,51 @@ pub struct VerifierArgs {
     /// Default: the number of cores.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub hash_workers: Option<u16>,
+    #[command(flatten)]
+    pub defences: DefenceArgs,
+}
+
+/// The verifier's defences against the network (DESIGN §6).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DefenceArgs {
+    /// Time a client has to send a request's head (and a JSON body), from its first byte.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress closes after this long.
+    #[arg(long, default_value = "60s", value_parser = positive_duration)]
+    pub idle_timeout: Duration,
+    /// Connections open at once; at the limit the oldest idle one closes to make room.
+    /// Default: min(4096, half the open-file limit).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
+    /// `/readyz` fails once the index's watch has been down this long.
+    #[arg(long, default_value = "5m", value_parser = positive_duration)]
+    pub max_index_age: Duration,
+}
+
+impl DefenceArgs {
+    /// Applies the flags to verifier options.
+    pub fn apply(&self, options: &mut crate::verifier::Options) {
+        options.limits = crate::verifier::server::Limits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self
+                .max_connections
+                .map_or_else(crate::verifier::server::default_max_connections, |n| {
+                    n as usize
+                }),
+        };
+        options.max_index_age = self.max_index_age;
+    }
+}
+
+/// Parses a duration flag such as `10s` or `5m`; zero is refused.
+pub fn positive_duration(value: &str) -> Result<Duration, String> {
+    match crate::duration::parse(value) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be more than zero".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Parses `--rate-limited-status`: 429, or 403 for proxies that only know 2xx/401/403.
@@ -39,11 +85,12 @@ pub async fn run(args: VerifierArgs, connect: ConnectArgs) -> Result<(), String>
     let workers = args
         .hash_workers
         .map_or_else(crate::hashing::default_workers, usize::from);
-    let options = crate::verifier::Options {
+    let mut options = crate::verifier::Options {
         rate_limited_status: args.rate_limited_status,
         hash_pool: Some(crate::hashing::HashPool::new(workers)),
         ..Default::default()
     };
+    args.defences.apply(&mut options);
     let running = crate::verifier::start(args.addr, client, &hash_namespace, options)
         .await
         .map_err(|e| format!("starting the verifier on {}: {e}", args.addr))?;
@@ -52,6 +99,8 @@ pub async fn run(args: VerifierArgs, connect: ConnectArgs) -> Result<(), String>
         .recv()
         .await
         .map_err(|e| format!("waiting for a signal: {e}"))?;
+    tracing::info!("draining");
+    running.drain(crate::verifier::DRAIN_GRACE).await;
     tracing::info!("stopped");
     Ok(())
 }

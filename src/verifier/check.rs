@@ -367,4 +367,48 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn known_and_unknown_lookup_ids_cost_the_same_keyed_hashes() {
+        let pepper = Pepper::new(vec![7; 32]);
+        let previous = Pepper::new(vec![8; 32]);
+        let f = KeyFormat {
+            prefix: "sk_live_".into(),
+            ..Default::default()
+        };
+        let key = keys::generate(&f).expect("key");
+        let mut index = Index::default();
+        index.upsert(
+            "a",
+            Source::ApiKey(record(
+                "a",
+                Some(f.clone()),
+                hashed(&key, &pepper, Some(&f)),
+            )),
+        );
+        let both = Peppers {
+            current: Some(pepper),
+            previous: Some(previous),
+        };
+        // The real lookup id with another secret, and a valid checksum.
+        let keep = f.prefix.len() + format::LOOKUP_ID_LEN;
+        let body_end = f.prefix.len() + f.length as usize;
+        let mut forged = key.expose()[..keep].to_string();
+        forged.push_str(&"Z".repeat(body_end - keep));
+        forged.push_str(&format::checksum(&forged));
+        let unknown = keys::generate(&f).expect("key");
+        let cost = |k: &str| {
+            let before = crate::keys::hash::hmacs_on_this_thread();
+            let c = code(check(k, &index, &both, now()));
+            (c, crate::keys::hash::hmacs_on_this_thread() - before)
+        };
+        assert_eq!(
+            cost(&forged),
+            (Code::NotFound, 2),
+            "one HMAC per usable pepper"
+        );
+        assert_eq!(cost(unknown.expose()), (Code::NotFound, 2));
+        assert_eq!(cost("not-a-keyward-key"), (Code::NotFound, 2));
+        assert_eq!(cost(key.expose()), (Code::Valid, 2));
+    }
 }

@@ -8,17 +8,18 @@ pub mod check;
 pub mod consume;
 pub mod index;
 pub mod ratelimit;
+pub mod server;
 pub mod usage;
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -43,6 +44,13 @@ use crate::record::{HashRecord, SingleUseRecord};
 const ARGON2_QUEUE: usize = 64;
 /// Wrong keys remembered so they never cost a second argon2 run.
 const NEGATIVE_CACHE: usize = 4096;
+/// Largest body of `POST /v1/keys/verify`.
+pub const MAX_JSON_BODY: usize = 4096;
+/// Default for how long the index may go without its watch before `/readyz` fails.
+pub const MAX_INDEX_AGE: Duration = Duration::from_secs(300);
+/// While the index's watch is failing, how often a one-item list checks whether the API
+/// server answers again (a re-established watch with nothing new delivers no event).
+const RECOVERY_PROBE: Duration = Duration::from_secs(2);
 
 /// Verifier settings.
 #[derive(Debug, Clone)]
@@ -54,6 +62,10 @@ pub struct Options {
     pub rate_limited_status: u16,
     /// The process's hashing pool (a new one of default size when `None`).
     pub hash_pool: Option<crate::hashing::HashPool>,
+    /// Connection limits and timeouts of the HTTP server.
+    pub limits: server::Limits,
+    /// How long the index may go without its watch before `/readyz` fails.
+    pub max_index_age: Duration,
 }
 
 impl Default for Options {
@@ -62,6 +74,8 @@ impl Default for Options {
             rate_limited_status: 429,
             hash_pool: None,
             usage: usage::UsageOptions::default(),
+            limits: server::Limits::default(),
+            max_index_age: MAX_INDEX_AGE,
         }
     }
 }
@@ -101,12 +115,41 @@ impl Negative {
     }
 }
 
+/// Whether the index's watch is down, and since when.
+#[derive(Default)]
+struct FeedHealth {
+    down_since: Option<Instant>,
+}
+
+impl FeedHealth {
+    fn failed(&mut self, now: Instant) {
+        self.down_since.get_or_insert(now);
+    }
+
+    fn succeeded(&mut self) {
+        self.down_since = None;
+    }
+
+    fn is_down(&self) -> bool {
+        self.down_since.is_some()
+    }
+
+    /// How long the watch has been down.
+    fn down_for(&self, now: Instant) -> Duration {
+        self.down_since
+            .map_or(Duration::ZERO, |since| now.duration_since(since))
+    }
+}
+
 /// Shared verifier state.
 pub struct Verifier {
     index: RwLock<Index>,
     peppers: RwLock<Peppers>,
     limiter: Limiter,
     ready: AtomicBool,
+    /// Set on SIGTERM: `/readyz` fails at once while requests in flight drain.
+    draining: AtomicBool,
+    feed_health: Mutex<FeedHealth>,
     /// The verifier's way into the hashing pool: its slow path queues here, apart from
     /// the controllers, and never waits when the queue is full.
     hashing: crate::hashing::Caller,
@@ -130,6 +173,8 @@ impl Verifier {
             peppers: RwLock::new(Peppers::default()),
             limiter: Limiter::default(),
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            feed_health: Mutex::new(FeedHealth::default()),
             negative: Mutex::new(Negative::default()),
             turns: consume::Turns::default(),
             options,
@@ -151,6 +196,34 @@ impl Verifier {
     /// Whether the index has seen the whole hash namespace once.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Why `/readyz` fails, if it does: not synced yet, draining, or the index's watch
+    /// down for longer than `max_index_age`.
+    pub fn unready(&self) -> Option<String> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Some("draining: shutting down".into());
+        }
+        if !self.is_ready() {
+            return Some("syncing: the index has not listed the hash records yet".into());
+        }
+        let down = self
+            .feed_health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .down_for(Instant::now());
+        (down > self.options.max_index_age).then(|| {
+            format!(
+                "stale: the index has not heard from the API server for {}s (limit {}s)",
+                down.as_secs(),
+                self.options.max_index_age.as_secs()
+            )
+        })
+    }
+
+    /// Marks the verifier as shutting down: `/readyz` fails from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
     }
 
     fn peppers(&self) -> Peppers {
@@ -365,10 +438,40 @@ impl Verifier {
         let api: Api<Secret> = Api::namespaced(client, &hash_namespace);
         let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
         let mut stream = std::pin::pin!(
-            watcher(api, watcher::Config::default().labels(&selector)).default_backoff()
+            watcher(api.clone(), watcher::Config::default().labels(&selector)).default_backoff()
         );
+        let probe_params = kube::api::ListParams::default().labels(&selector).limit(1);
+        let mut probe = tokio::time::interval(RECOVERY_PROBE);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut relist: Vec<Secret> = Vec::new();
-        while let Some(event) = stream.next().await {
+        loop {
+            let down = self
+                .feed_health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_down();
+            let event = tokio::select! {
+                event = stream.next() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                _ = probe.tick(), if down => {
+                    if api.list_metadata(&probe_params).await.is_ok() {
+                        self.feed_health
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .succeeded();
+                    }
+                    continue;
+                }
+            };
+            {
+                let mut health = self.feed_health.lock().unwrap_or_else(|p| p.into_inner());
+                match &event {
+                    Ok(_) => health.succeeded(),
+                    Err(_) => health.failed(Instant::now()),
+                }
+            }
             match event {
                 Ok(watcher::Event::Init) => relist.clear(),
                 Ok(watcher::Event::InitApply(s)) => relist.push(s),
@@ -396,23 +499,50 @@ impl Verifier {
     }
 }
 
-fn presented_key(headers: &HeaderMap) -> Option<String> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
+/// Why no key could be read from a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoKey {
+    Missing,
+    /// Present, but not visible ASCII (keys never contain anything else).
+    Unreadable,
+}
+
+impl NoKey {
+    fn message(self) -> &'static str {
+        match self {
+            Self::Missing => "missing API key: send Authorization: Bearer KEY or X-API-Key: KEY",
+            Self::Unreadable => "the API key is not printable ASCII",
+        }
+    }
+}
+
+/// The key from `Authorization: Bearer` (first) or `X-API-Key`.
+fn presented_key(headers: &HeaderMap) -> Result<String, NoKey> {
+    fn read(v: &HeaderValue) -> Result<&str, NoKey> {
+        v.to_str().map(str::trim).map_err(|_| NoKey::Unreadable)
+    }
+    let bearer = headers.get(header::AUTHORIZATION).map(|v| {
+        read(v).map(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
+                .map(str::trim)
         })
-        .map(str::trim);
-    let api_key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
-    bearer
-        .or(api_key)
-        .filter(|k| !k.is_empty())
-        .map(String::from)
+    });
+    let found = match bearer {
+        Some(Ok(Some(key))) => Ok(key),
+        Some(Err(e)) => Err(e),
+        // Not a bearer credential: try X-API-Key.
+        Some(Ok(None)) | None => match headers.get("x-api-key") {
+            Some(v) => read(v),
+            None => Err(NoKey::Missing),
+        },
+    };
+    match found {
+        Ok("") => Err(NoKey::Missing),
+        Ok(k) if k.bytes().any(|b| !b.is_ascii_graphic()) => Err(NoKey::Unreadable),
+        Ok(k) => Ok(k.to_string()),
+        Err(e) => Err(e),
+    }
 }
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
@@ -423,11 +553,9 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
 
 /// `/verify` and any path under it, any method (Envoy ext_authz, Traefik forwardAuth).
 async fn verify_forward(State(verifier): State<Arc<Verifier>>, headers: HeaderMap) -> Response {
-    let Some(key) = presented_key(&headers) else {
-        let mut r = (StatusCode::UNAUTHORIZED, "missing API key").into_response();
-        set(r.headers_mut(), "x-keyward-code", Code::Malformed.as_str());
-        set(r.headers_mut(), "www-authenticate", "Bearer");
-        return r;
+    let key = match presented_key(&headers) {
+        Ok(key) => key,
+        Err(no) => return no_key(no),
     };
     let (verdict, limit) = verifier.verify(&key).await;
     let status = match verdict.code {
@@ -473,17 +601,66 @@ async fn verify_forward(State(verifier): State<Arc<Verifier>>, headers: HeaderMa
     response
 }
 
-/// `POST /v1/keys/verify {"key": "..."}`: always 200 with the verdict (like Unkey).
-async fn verify_json(State(verifier): State<Arc<Verifier>>, body: Bytes) -> Response {
-    let key = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["key"].as_str().map(String::from));
-    let Some(key) = key else {
-        return (
+/// A refusal on `/verify` when no key could be read: 401 with `MALFORMED`.
+fn no_key(no: NoKey) -> Response {
+    let mut r = (StatusCode::UNAUTHORIZED, no.message()).into_response();
+    set(r.headers_mut(), "x-keyward-code", Code::Malformed.as_str());
+    set(r.headers_mut(), "www-authenticate", "Bearer");
+    r
+}
+
+/// The body of `POST /v1/keys/verify`. Fields other than `key` are ignored; a second
+/// `key` is refused (a filter in front that reads the first must see what is checked).
+#[derive(serde::Deserialize)]
+struct VerifyRequest {
+    key: String,
+}
+
+fn bad_request(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Reads the JSON body: at most [`MAX_JSON_BODY`] bytes, within the header-read timeout.
+async fn read_verify_request(body: Body, within: Duration) -> Result<VerifyRequest, Response> {
+    let limited = http_body_util::Limited::new(body, MAX_JSON_BODY);
+    let bytes = match tokio::time::timeout(within, http_body_util::BodyExt::collect(limited)).await
+    {
+        Err(_) => {
+            return Err(bad_request(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            ));
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(bad_request(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the body is larger than {MAX_JSON_BODY} bytes"),
+            ));
+        }
+        Ok(Err(_)) => {
+            return Err(bad_request(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            ));
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    serde_json::from_slice::<VerifyRequest>(&bytes).map_err(|e| {
+        // serde_json's message names the problem (duplicate field, wrong type, syntax)
+        // and never quotes the input.
+        bad_request(
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": "expected a JSON body {\"key\": \"...\"}"})),
+            &format!("expected a JSON body {{\"key\": \"...\"}}: {e}"),
         )
-            .into_response();
+    })
+}
+
+/// `POST /v1/keys/verify {"key": "..."}`: always 200 with the verdict (like Unkey).
+async fn verify_json(State(verifier): State<Arc<Verifier>>, body: Body) -> Response {
+    let within = verifier.options.limits.header_read_timeout;
+    let key = match read_verify_request(body, within).await {
+        Ok(request) => request.key,
+        Err(refusal) => return refusal,
     };
     let (verdict, limit) = verifier.verify(&key).await;
     let mut answer = json!({"valid": verdict.code == Code::Valid, "code": verdict.code});
@@ -514,10 +691,9 @@ pub fn router(verifier: Arc<Verifier>) -> Router {
         .route(
             "/readyz",
             get(|State(v): State<Arc<Verifier>>| async move {
-                if v.is_ready() {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "syncing")
+                match v.unready() {
+                    None => (StatusCode::OK, "ok".to_string()),
+                    Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
                 }
             }),
         )
@@ -528,10 +704,22 @@ pub fn router(verifier: Arc<Verifier>) -> Router {
 pub struct Running {
     pub addr: SocketAddr,
     pub verifier: Arc<Verifier>,
+    pub server: server::Handle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// How long requests in flight may take to finish once shutdown begins.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
 impl Running {
+    /// Shuts down cleanly: `/readyz` fails at once, new connections are refused, idle
+    /// ones close, and requests in flight get `grace` to finish; then everything stops.
+    pub async fn drain(&self, grace: Duration) {
+        self.verifier.start_draining();
+        self.server.drain(grace).await;
+        self.stop();
+    }
+
     /// Stops the feed and the server.
     pub fn stop(&self) {
         for task in &self.tasks {
@@ -565,14 +753,12 @@ pub async fn start(
         })
     };
     let app = router(verifier.clone());
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "verifier stopped");
-        }
-    });
+    let (handle, serving) = server::serve(listener, app, verifier.options.limits);
+    let server = tokio::spawn(serving);
     Ok(Running {
         addr: bound,
         verifier,
+        server: handle,
         tasks: vec![feed, server, flusher],
     })
 }
