@@ -166,7 +166,38 @@ pub async fn start(
         .expect("hash namespace");
     let kubeconfig = dir.join("kubeconfig");
     emulator.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let op = spawn(
+        binary,
+        dir,
+        "keyward",
+        &["run", "--hash-namespace", HASH_NS, "--metrics-addr", "127.0.0.1:0"],
+        extra,
+    );
+    // Started: it has listed and created its pepper.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), HASH_NS);
+    while secrets
+        .get_opt(keyward::controller::PEPPER_SECRET)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (emulator, client, op)
+}
 
+/// Runs `binary` with the kubeconfig in `dir`, JSON logs, `command` and `extra`; returns
+/// once it has logged the first address it serves (the `Operator`'s `metrics` field).
+/// Its log goes to `dir/<name>.log`.
+pub fn spawn(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    command: &[&str],
+    extra: &[String],
+) -> Operator {
+    let kubeconfig = dir.join("kubeconfig");
     // KEYWARD_BENCH_WRAP="heaptrack -o /tmp/kw" runs keyward under a profiler (the RSS
     // figures are then the wrapper's).
     let wrap = std::env::var("KEYWARD_BENCH_WRAP").unwrap_or_default();
@@ -181,15 +212,15 @@ pub async fn start(
     };
     cmd.arg("--kubeconfig")
         .arg(&kubeconfig)
-        .args(["--log-format", "json", "run", "--hash-namespace", HASH_NS])
-        .args(["--metrics-addr", "127.0.0.1:0"])
+        .args(["--log-format", "json"])
+        .args(command)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd.args(extra);
-    let mut child = cmd.spawn().expect("keyward run starts");
+    let mut child = cmd.spawn().expect("keyward starts");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
-    let log_path = dir.join("keyward.log");
+    let log_path = dir.join(format!("{name}.log"));
     eprintln!("bench: keyward's log: {}", log_path.display());
     let mut log = std::fs::File::create(&log_path).expect("log file");
     std::thread::spawn(move || {
@@ -204,20 +235,8 @@ pub async fn start(
     });
     let metrics = rx
         .recv_timeout(Duration::from_secs(60))
-        .expect("keyward logs its metrics address");
-    let op = Operator { child, metrics };
-    // Started: it has listed and created its pepper.
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), HASH_NS);
-    while secrets
-        .get_opt(keyward::controller::PEPPER_SECRET)
-        .await
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (emulator, client, op)
+        .expect("keyward logs the address it serves");
+    Operator { child, metrics }
 }
 
 /// The path of the kubeconfig [`start`] wrote into `dir`.
