@@ -206,7 +206,7 @@ impl Pools {
             pool,
             key,
             phc,
-            &self.ctx.pepper,
+            &self.ctx.peppers.current(),
             self.ctx.clock.now(),
         ))
     }
