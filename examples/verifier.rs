@@ -78,7 +78,10 @@ async fn key(client: &kube::Client, name: &str, not: Option<&str>) -> String {
                 return k;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "no key in {name}");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no key in {name}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -242,7 +245,12 @@ async fn main() {
 
     eprintln!("verifier bench: issuing keys");
     apply(&client, "valid", json!({})).await;
-    apply(&client, "victim", json!({"rotation": {"gracePeriod": "24h"}})).await;
+    apply(
+        &client,
+        "victim",
+        json!({"rotation": {"gracePeriod": "24h"}}),
+    )
+    .await;
     let valid = key(&client, "valid", None).await;
     let lost = key(&client, "victim", None).await;
     let rotate = json!({"metadata": {"annotations": {"keyward.dev/rotate": "1"}}});
@@ -263,14 +271,26 @@ async fn main() {
         &binary,
         dir.path(),
         "keyward-run-2",
-        &["run", "--hash-namespace", HASH_NS, "--metrics-addr", "127.0.0.1:0"],
+        &[
+            "run",
+            "--hash-namespace",
+            HASH_NS,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
         &[],
     );
     let verifier = bench::spawn(
         &binary,
         dir.path(),
         "keyward-verifier",
-        &["verifier", "--addr", "127.0.0.1:0", "--hash-namespace", HASH_NS],
+        &[
+            "verifier",
+            "--addr",
+            "127.0.0.1:0",
+            "--hash-namespace",
+            HASH_NS,
+        ],
         &[],
     );
     let addr = verifier.metrics.clone();
@@ -286,7 +306,10 @@ async fn main() {
         if ok && out == "ok" {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "the valid key never verified");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the valid key never verified"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seconds = args.seconds;
@@ -314,7 +337,10 @@ async fn main() {
                     let presented = if n % 2 == 0 {
                         forged(&valid, n)
                     } else {
-                        forged(&forged(&valid, n)[..].replace(&valid[..11], "kw_ZZZZZZZZ"), n)
+                        forged(
+                            &forged(&valid, n)[..].replace(&valid[..11], "kw_ZZZZZZZZ"),
+                            n,
+                        )
                     };
                     if s.write_all(&request(&presented)).await.is_err()
                         || read_response(&mut s, &mut buf).await.is_none()

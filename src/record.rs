@@ -342,6 +342,42 @@ impl HashRecord {
     }
 }
 
+/// The pepper ids a record Secret's fast hashes were made under: the current, pending and
+/// previous keys of an ApiKey's record, the key of a pool record. An unreadable record
+/// names none.
+pub fn pepper_ids(secret: &Secret) -> Vec<String> {
+    // Only the ids are read, so one shape serves both kinds of record.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Named {
+        pepper_id: String,
+    }
+    #[derive(Deserialize)]
+    struct Keys {
+        #[serde(default)]
+        current: Option<Named>,
+        #[serde(default)]
+        pending: Option<Named>,
+        #[serde(default)]
+        previous: Vec<Named>,
+        #[serde(default)]
+        key: Option<Named>,
+    }
+    let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(RECORD_KEY)) else {
+        return Vec::new();
+    };
+    let Ok(keys) = serde_json::from_slice::<Keys>(&bytes.0) else {
+        return Vec::new();
+    };
+    keys.current
+        .into_iter()
+        .chain(keys.pending)
+        .chain(keys.previous)
+        .chain(keys.key)
+        .map(|n| n.pepper_id)
+        .collect()
+}
+
 /// Labels of a record Secret.
 pub fn record_labels(owner: &Owner) -> BTreeMap<String, String> {
     hash_record_labels(labels::APIKEY, owner)
@@ -418,5 +454,44 @@ mod tests {
         );
         let back: HashRecord = serde_json::from_str(&expected).expect("reads back");
         assert_eq!(back, record);
+    }
+
+    #[test]
+    fn every_key_of_a_record_names_its_pepper() {
+        let key = |pepper: &str| KeyHash {
+            key_id: "k".into(),
+            hash: "h".into(),
+            fast_hash: "f".into(),
+            pepper_id: pepper.into(),
+            lookup_id: None,
+            fingerprint: "fp".into(),
+            preview: "p".into(),
+            issued_at: "2026-06-01T12:00:00Z".parse().expect("ts"),
+            expires_at: None,
+            imported: false,
+            weak: false,
+        };
+        let record = HashRecord {
+            current: Some(key("cur")),
+            pending: Some(key("pen")),
+            previous: vec![PreviousKey {
+                key: key("old"),
+                valid_until: "2026-06-01T13:00:00Z".parse().expect("ts"),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(pepper_ids(&record.to_secret("ns")), ["cur", "pen", "old"]);
+        let pool = SingleUseRecord {
+            pool: Owner::default(),
+            suffix: "s".into(),
+            format: None,
+            key: key("pool"),
+            state: UseState::Available,
+            taken_at: None,
+            consumed_at: None,
+            issued_ttl: std::time::Duration::from_secs(60),
+        };
+        assert_eq!(pepper_ids(&pool.to_secret("ns")), ["pool"]);
+        assert!(pepper_ids(&Secret::default()).is_empty());
     }
 }

@@ -22,11 +22,13 @@ pub enum FaultAction {
 }
 
 /// A rule: the `nth` (1-based, counted from when the rule was added) request with this verb
-/// on this resource gets `action`, `times` times in a row.
+/// on this resource (and, if set, this object name) gets `action`, `times` times in a row.
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub verb: String,
     pub resource: String,
+    /// Only requests for the object of this name match (`None`: any).
+    pub name: Option<String>,
     pub nth: u64,
     pub times: u64,
     pub action: FaultAction,
@@ -40,6 +42,7 @@ impl Fault {
         Self {
             verb: verb.into(),
             resource: resource.into(),
+            name: None,
             nth: nth.max(1),
             times: 1,
             action,
@@ -50,6 +53,12 @@ impl Fault {
     /// Applies the action to this many consecutive matching requests.
     pub fn times(mut self, times: u64) -> Self {
         self.times = times.max(1);
+        self
+    }
+
+    /// Matches only requests for the object `name` (one Secret among many, say).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
         self
     }
 }
@@ -126,8 +135,14 @@ impl Hooks {
             .collect()
     }
 
-    /// Counts a request and returns the fault action it gets, if any.
-    pub fn on_request(&self, verb: &str, resource: &str) -> Option<FaultAction> {
+    /// Counts a request (for the object `name`, if it names one) and returns the fault
+    /// action it gets, if any.
+    pub fn on_request(
+        &self,
+        verb: &str,
+        resource: &str,
+        name: Option<&str>,
+    ) -> Option<FaultAction> {
         *self
             .counters
             .lock()
@@ -139,7 +154,8 @@ impl Hooks {
         for fault in faults.iter_mut() {
             let verb_ok = fault.verb == "*" || fault.verb == verb;
             let resource_ok = fault.resource == "*" || fault.resource == resource;
-            if verb_ok && resource_ok {
+            let name_ok = fault.name.is_none() || fault.name.as_deref() == name;
+            if verb_ok && resource_ok && name_ok {
                 fault.seen += 1;
                 if action.is_none()
                     && fault.seen >= fault.nth

@@ -382,7 +382,10 @@ async fn serve(
         namespace: target.namespace.clone(),
         name: target.name.clone(),
     });
-    match shared.hooks.on_request(verb, &resource_label) {
+    match shared
+        .hooks
+        .on_request(verb, &resource_label, target.name.as_deref())
+    {
         Some(FaultAction::Fail(code)) => {
             return error_response(&ApiError::new(
                 code,

@@ -170,7 +170,13 @@ pub async fn start(
         binary,
         dir,
         "keyward",
-        &["run", "--hash-namespace", HASH_NS, "--metrics-addr", "127.0.0.1:0"],
+        &[
+            "run",
+            "--hash-namespace",
+            HASH_NS,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
         extra,
     );
     // Started: it has listed and created its pepper.

@@ -137,13 +137,12 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
         let metrics = metrics.clone();
         let client = client.clone();
         let config = config.clone();
-        let pepper = pepper.clone();
-        move || {
+        move |peppers: controller::Peppers| {
             let mut ctx = Context::with_hash_pool(
                 client.clone(),
                 config.clone(),
                 Arc::new(SystemClock),
-                pepper.clone(),
+                peppers,
                 hash_pool.clone(),
             );
             ctx.metrics = metrics.clone();
@@ -169,9 +168,9 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
     };
     let outcome: Result<(), RunError> = async {
         if !args.leader_elect {
-            tracing::info!(hash_namespace = %config.hash_namespace, pepper = %pepper.id(), "keyward controllers starting");
+            tracing::info!(hash_namespace = %config.hash_namespace, pepper = %pepper.current.id(), "keyward controllers starting");
             metrics.set_leader(true);
-            controller::run_all(context(), stopped()).await;
+            controller::run_all(context(pepper), stopped()).await;
             tracing::info!("stopped");
             return Ok(());
         }
@@ -192,7 +191,16 @@ pub async fn run(args: RunArgs, connect: ConnectArgs) -> Result<(), RunError> {
                 }
             }
             tracing::info!(identity = %config.instance, "became the leader; controllers starting");
-            let ctx = context();
+            // The pepper may have changed while another replica led: start from what the Secret
+            // holds now, as that replica left it.
+            let peppers = match controller::ensure_pepper(&client, &config.hash_namespace).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the pepper Secret; starting from the peppers read at start-up");
+                    pepper.clone()
+                }
+            };
+            let ctx = context(peppers);
             metrics.set_leader(true);
             let term = elector.clone();
             let stop = stopped();

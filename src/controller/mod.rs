@@ -1,6 +1,7 @@
-//! The controllers and what they share: the client, configuration, clock, pepper, Event
-//! counter, hashing pool, shared watches (`cache`), the reconcile wrapper (`reconciler`),
-//! status, finalizer, Event and Secret writers, and per-object retry backoff.
+//! The controllers and what they share: the client, configuration, clock, the live peppers
+//! (`pepper`, with the task that follows the pepper Secret), Event counter, hashing pool,
+//! shared watches (`cache`), the reconcile wrapper (`reconciler`), status, finalizer, Event
+//! and Secret writers, and per-object retry backoff.
 
 pub mod activity;
 pub mod apikey;
@@ -8,6 +9,7 @@ pub mod cache;
 pub mod events;
 pub mod finalizer;
 pub mod leader;
+pub mod pepper;
 pub mod pool;
 pub mod provider;
 pub mod reconciler;
@@ -18,22 +20,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, ObjectMeta, PostParams};
 
 use self::activity::AnyRef;
 use crate::clock::Clock;
-use crate::crd::labels;
 use crate::hashing::HashPool;
-use crate::keys::{Argon2Params, Pepper};
+use crate::keys::Argon2Params;
 
 /// The field manager of every write keyward makes.
 pub const FIELD_MANAGER: &str = "keyward";
-/// Name of the pepper Secret in the hash namespace.
-pub const PEPPER_SECRET: &str = "keyward-pepper";
-const PEPPER_KEY: &str = "pepper";
+pub use self::pepper::{PEPPER_KEY, PEPPER_SECRET, Peppers, ensure_pepper};
 
 /// Operator settings (`keyward run` flags).
 #[derive(Debug, Clone)]
@@ -104,73 +100,13 @@ pub enum SetupError {
     Http(#[from] crate::outbound::ClientError),
 }
 
-/// Reads the pepper, creating it (create-only, never overwritten) on first start. Makes no
-/// cluster-scoped request: a missing hash namespace shows as the create's 404.
-pub async fn ensure_pepper(client: &Client, namespace: &str) -> Result<Pepper, SetupError> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let pepper_err = |source| SetupError::Pepper {
-        namespace: namespace.into(),
-        source: Box::new(source),
-    };
-    if let Some(existing) = secrets.get_opt(PEPPER_SECRET).await.map_err(pepper_err)? {
-        return read_pepper(&existing, namespace);
-    }
-    let fresh = Pepper::generate().map_err(|e| SetupError::Random(e.to_string()))?;
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(PEPPER_SECRET.into()),
-            namespace: Some(namespace.into()),
-            labels: Some(
-                [
-                    (
-                        labels::MANAGED_BY.to_string(),
-                        labels::MANAGED_BY_VALUE.to_string(),
-                    ),
-                    (labels::ROLE.to_string(), "pepper".to_string()),
-                ]
-                .into(),
-            ),
-            ..Default::default()
-        },
-        data: Some([(PEPPER_KEY.to_string(), ByteString(fresh.bytes().to_vec()))].into()),
-        ..Default::default()
-    };
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    match secrets.create(&params, &secret).await {
-        Ok(_) => Ok(fresh),
-        // Another replica created it first: use theirs.
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            let existing = secrets.get(PEPPER_SECRET).await.map_err(pepper_err)?;
-            read_pepper(&existing, namespace)
-        }
-        Err(kube::Error::Api(s)) if s.code == 404 => {
-            Err(SetupError::NoHashNamespace(namespace.to_string()))
-        }
-        Err(e) => Err(pepper_err(e)),
-    }
-}
-
-fn read_pepper(secret: &Secret, namespace: &str) -> Result<Pepper, SetupError> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(PEPPER_KEY))
-        .filter(|b| b.0.len() >= 32)
-        .map(|b| Pepper::new(b.0.clone()))
-        .ok_or_else(|| SetupError::BadPepper {
-            namespace: namespace.into(),
-        })
-}
-
 /// What every reconcile gets.
 pub struct Context {
     pub client: Client,
     pub config: Config,
     pub clock: Arc<dyn Clock>,
-    pub pepper: Pepper,
+    /// The peppers as the pepper task last loaded them: read them at the time of use.
+    pub peppers: pepper::Live,
     /// Events recorded so far (part of each Event's name).
     pub events_sent: std::sync::atomic::AtomicU64,
     /// The process's hashing pool; each controller asks through its own caller.
@@ -198,9 +134,9 @@ pub struct Context {
 
 impl Context {
     /// A context with its own hashing pool of `config.hash_workers` threads.
-    pub fn new(client: Client, config: Config, clock: Arc<dyn Clock>, pepper: Pepper) -> Self {
+    pub fn new(client: Client, config: Config, clock: Arc<dyn Clock>, peppers: Peppers) -> Self {
         let pool = HashPool::new(config.hash_workers);
-        Self::with_hash_pool(client, config, clock, pepper, pool)
+        Self::with_hash_pool(client, config, clock, peppers, pool)
     }
 
     /// A context sharing the process's hashing pool (with the verifier, say).
@@ -208,7 +144,7 @@ impl Context {
         client: Client,
         config: Config,
         clock: Arc<dyn Clock>,
-        pepper: Pepper,
+        peppers: Peppers,
         hash_pool: HashPool,
     ) -> Self {
         // Entries were checked where the configuration was read (`keyward run`).
@@ -228,7 +164,7 @@ impl Context {
             client,
             config,
             clock,
-            pepper,
+            peppers: pepper::Live::new(peppers),
             events_sent: std::sync::atomic::AtomicU64::new(0),
             hash_pool,
             failures: Mutex::new(HashMap::new()),
@@ -310,6 +246,7 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Sen
         tokio::spawn(apikey::run(ctx.clone(), caches.clone(), stop())),
         tokio::spawn(pool::run(ctx.clone(), caches.clone(), stop())),
         tokio::spawn(provider::run(ctx.clone(), caches.clone(), stop())),
+        tokio::spawn(pepper::run(ctx.clone(), caches.clone(), stop())),
     ]);
     shutdown.await;
     let _ = tx.send(true);

@@ -213,3 +213,23 @@ where
         futures::stream::iter(refs)
     })
 }
+
+/// Triggers every object of `main` each time `signal` yields: a change that concerns them
+/// all (a new pepper re-keys every record keyward can).
+pub fn all_on<K>(
+    main: &Shared<K>,
+    signal: impl Stream<Item = ()> + Send + 'static,
+) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let store = main.store().clone();
+    signal.flat_map(move |()| {
+        let refs: Vec<ObjectRef<K>> = store
+            .state()
+            .iter()
+            .map(|o| ObjectRef::from_obj(&**o))
+            .collect();
+        futures::stream::iter(refs)
+    })
+}

@@ -80,6 +80,21 @@ pub struct Peppers {
 }
 
 impl Peppers {
+    /// Takes in what the pepper Secret holds now (`pepper`, `pepper-previous`; `None` where
+    /// absent or unusable). When `pepper` changed and the Secret has no `pepper-previous`
+    /// yet, the pepper loaded until now stays usable as the previous one, so keys recorded
+    /// under it keep their fast path until the operator has filled the slot.
+    pub fn load(&mut self, pepper: Option<Pepper>, previous: Option<Pepper>) {
+        let Some(pepper) = pepper else {
+            // A missing or short `pepper` is a mistake being made: keep the one we have.
+            self.previous = previous;
+            return;
+        };
+        let id = pepper.id();
+        let replaced = self.current.replace(pepper).filter(|old| old.id() != id);
+        self.previous = previous.or(replaced);
+    }
+
     fn usable(&self) -> impl Iterator<Item = &Pepper> {
         self.current.iter().chain(self.previous.iter())
     }
@@ -410,5 +425,31 @@ mod tests {
         assert_eq!(cost(unknown.expose()), (Code::NotFound, 2));
         assert_eq!(cost("not-a-keyward-key"), (Code::NotFound, 2));
         assert_eq!(cost(key.expose()), (Code::Valid, 2));
+    }
+
+    #[test]
+    fn a_new_pepper_keeps_the_old_one_usable_until_the_slot_is_filled() {
+        let (p0, p1, p2) = (
+            Pepper::new(vec![1; 32]),
+            Pepper::new(vec![2; 32]),
+            Pepper::new(vec![3; 32]),
+        );
+        let mut peppers = Peppers::default();
+        peppers.load(Some(p0.clone()), None);
+        assert_eq!(peppers.ids(), [p0.id()]);
+        // The new pepper arrives before the operator copied the old one.
+        peppers.load(Some(p1.clone()), None);
+        assert_eq!(peppers.ids(), [p1.id(), p0.id()]);
+        peppers.load(Some(p1.clone()), Some(p0.clone()));
+        assert_eq!(peppers.ids(), [p1.id(), p0.id()]);
+        // The slot emptied: no record needs it any more.
+        peppers.load(Some(p1.clone()), None);
+        assert_eq!(peppers.ids(), [p1.id()]);
+        // A second change: the slot names which one stays.
+        peppers.load(Some(p2.clone()), Some(p0.clone()));
+        assert_eq!(peppers.ids(), [p2.id(), p0.id()]);
+        // An unusable `pepper` keeps the current one.
+        peppers.load(None, Some(p1.clone()));
+        assert_eq!(peppers.ids(), [p2.id(), p1.id()]);
     }
 }

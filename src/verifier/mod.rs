@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use self::check::{Code, Outcome, Peppers, Verdict};
 use self::index::{Index, Source};
 use self::ratelimit::{Decision, Limiter};
-use crate::controller::PEPPER_SECRET;
+use crate::controller::pepper::{MIN_PEPPER_BYTES, PEPPER_KEY, PEPPER_SECRET, PREVIOUS_KEY};
 use crate::crd::labels;
 use crate::keys::Pepper;
 use crate::record::{HashRecord, SingleUseRecord};
@@ -389,14 +389,21 @@ impl Verifier {
                 .data
                 .as_ref()
                 .and_then(|d| d.get(key))
-                .filter(|b| b.0.len() >= 32)
+                .filter(|b| b.0.len() >= MIN_PEPPER_BYTES)
                 .map(|b| Pepper::new(b.0.clone()))
         };
         let mut peppers = self.peppers.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(current) = read("pepper") {
-            peppers.current = Some(current);
+        let before = peppers.ids();
+        peppers.load(read(PEPPER_KEY), read(PREVIOUS_KEY));
+        let after = peppers.ids();
+        if after != before {
+            tracing::info!(peppers = ?after, "verifier peppers (current first)");
         }
-        peppers.previous = read("pepper-previous");
+    }
+
+    /// The ids of the peppers fast hashes are checked under, current first.
+    pub fn pepper_ids(&self) -> Vec<String> {
+        self.peppers().ids()
     }
 
     fn changed(&self) {

@@ -192,6 +192,18 @@ impl Operator {
         self.emulator.as_ref().map(|e| e.hooks())
     }
 
+    /// Whether this test may change what every operator in the cluster shares (the pepper
+    /// Secret of the hash namespace): only on its own emulator; on a real cluster it says
+    /// so and the test skips.
+    pub fn owns_hash_namespace(&self, test: &str) -> bool {
+        if self.emulator.is_none() {
+            eprintln!(
+                "{test}: skipped on a real cluster: it changes the pepper that every test's operator shares"
+            );
+        }
+        self.emulator.is_some()
+    }
+
     /// The emulator's hooks; only after [`Operator::hooks`] said they exist.
     pub fn h(&self) -> &keyward_emulator::Hooks {
         self.emulator
@@ -564,15 +576,26 @@ pub async fn start_verifier(op: &Operator, status: u16) -> String {
 
 /// A verifier against the test's cluster, ready; `stop()` ends it.
 pub async fn verifier(op: &Operator, status: u16) -> keyward::verifier::Running {
+    verifier_with(
+        op,
+        keyward::verifier::Options {
+            rate_limited_status: status,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// [`verifier`] with these options (usage is flushed every 100 ms whatever they say).
+pub async fn verifier_with(
+    op: &Operator,
+    options: keyward::verifier::Options,
+) -> keyward::verifier::Running {
     let usage = keyward::verifier::usage::UsageOptions {
         flush_every: std::time::Duration::from_millis(100),
         writes_per_second: 100,
     };
-    let options = keyward::verifier::Options {
-        rate_limited_status: status,
-        usage,
-        ..Default::default()
-    };
+    let options = keyward::verifier::Options { usage, ..options };
     let running = keyward::verifier::start(
         "127.0.0.1:0".parse().expect("addr"),
         op.client.clone(),

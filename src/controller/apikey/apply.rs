@@ -84,7 +84,7 @@ impl ApiKeys {
             key,
             phc,
             imported_weak,
-            &self.ctx.pepper,
+            &self.ctx.peppers.current(),
             now,
         ))
     }
@@ -420,8 +420,8 @@ impl ApiKeys {
         let (Some(record), Some(secret)) = (&snap.record, &snap.workload) else {
             return Ok(());
         };
-        let mut desired =
-            build::synced(ak, o, record, snap.workload_key.as_ref(), &self.ctx.pepper);
+        let pepper = self.ctx.peppers.current();
+        let mut desired = build::synced(ak, o, record, snap.workload_key.as_ref(), &pepper);
         if desired.current.as_ref().is_some_and(|c| c.imported) && snap.import_source.is_some() {
             desired.import_source = snap.import_source.clone();
         }

@@ -236,6 +236,8 @@ pub async fn run(
             },
         )
         .boxed(),
+        // A new pepper: every current key is re-keyed from its workload Secret.
+        reconciler::all_on(&caches.apikeys, ctx.peppers.changes()).boxed(),
     ]);
     let controller = Arc::new(ApiKeys {
         hashing: ctx.hash_pool.caller("apikey", HASH_QUEUE),

@@ -1,7 +1,8 @@
 //! The ApiKey pipeline's reading half: what the decision needs, from the shared caches. A
 //! converged key costs no API request; the only reads are the GET of an import source whose
 //! version changed, and existence checks of restart targets not known to exist. argon2
-//! (to match a key whose fast hash was made under another pepper) runs on the hashing pool.
+//! (to match a key whose fast hash was made under a pepper that is neither the current
+//! nor the previous one) runs on the hashing pool.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,11 +40,11 @@ pub struct Snapshot {
 }
 
 impl ApiKeys {
-    /// Whether `key` is the key `hash` records: the fast hash under the current pepper, or
-    /// argon2 on the hashing pool when the fast hash was made under another.
+    /// Whether `key` is the key `hash` records: the fast hash under the current or the
+    /// previous pepper, or argon2 on the hashing pool when the fast hash was made under a
+    /// pepper the operator no longer holds.
     pub async fn matches(&self, key: &PlainKey, hash: &KeyHash) -> Result<bool, Error> {
-        let pepper = &self.ctx.pepper;
-        if hash.pepper_id == pepper.id() {
+        if let Some(pepper) = self.ctx.peppers.get().by_id(&hash.pepper_id) {
             return Ok(pepper.matches(key.expose(), &hash.fast_hash));
         }
         let (key, phc) = (key.clone(), hash.hash.clone());

@@ -101,6 +101,12 @@ impl Pools {
                     record.taken_at = Some(crate::clock::ms(*at));
                 }
                 RecordChange::AddTakenAt(at) => record.taken_at = Some(crate::clock::ms(*at)),
+                RecordChange::Rekey => {
+                    let Some(key) = snap.keys.get(suffix).and_then(|s| build::key_of(s)) else {
+                        continue;
+                    };
+                    record.key = build::rekeyed(&record.key, &key, &self.ctx.peppers.current());
+                }
                 RecordChange::Delete => {
                     if let Some(secret) = snap.records.get(suffix) {
                         self.ctx
@@ -206,7 +212,7 @@ impl Pools {
             pool,
             key,
             phc,
-            &self.ctx.pepper,
+            &self.ctx.peppers.current(),
             self.ctx.clock.now(),
         ))
     }

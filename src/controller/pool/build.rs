@@ -123,6 +123,16 @@ pub fn key_hash(
     }
 }
 
+/// A recorded key's entry with its fast hash made again under `pepper` (the argon2 hash
+/// and everything else stay).
+pub fn rekeyed(hash: &KeyHash, key: &PlainKey, pepper: &Pepper) -> KeyHash {
+    KeyHash {
+        fast_hash: pepper.fast_hash(key.expose()),
+        pepper_id: pepper.id(),
+        ..hash.clone()
+    }
+}
+
 /// A new record in `state`.
 pub fn record(pool: &ApiKeyPool, suffix: &str, key: KeyHash, state: UseState) -> SingleUseRecord {
     SingleUseRecord {

@@ -194,6 +194,8 @@ pub async fn run(
             reading_headers(&pools, m)
         })
         .boxed(),
+        // A new pepper: records of keys still in the pool are re-keyed from their Secrets.
+        reconciler::all_on(&caches.pools, ctx.peppers.changes()).boxed(),
     ]);
     let controller = Arc::new(Pools {
         hashing: ctx.hash_pool.caller("pool", HASH_QUEUE),

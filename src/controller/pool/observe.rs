@@ -11,8 +11,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
 use super::plan::{KeySecret, Observed, RecordView};
-use super::{Error, Memo, Pools};
+use super::{Error, Memo, Pools, build};
 use crate::crd::{ApiKeyPool, annotations, labels};
+use crate::keys;
 use crate::record::SingleUseRecord;
 
 /// How long a pass waits for its own last writes to reach the cache.
@@ -78,23 +79,7 @@ impl Pools {
         memo.written.clear();
         let snapshot = self.read(pool);
         let now = self.ctx.clock.now();
-        let mut keys: Vec<KeySecret> = snapshot
-            .keys
-            .iter()
-            .map(|(suffix, s)| KeySecret {
-                name: s.name_any(),
-                suffix: suffix.clone(),
-                created_at: s
-                    .annotations()
-                    .get(annotations::CREATED_AT)
-                    .and_then(|v| v.parse::<Timestamp>().ok())
-                    .or_else(|| s.metadata.creation_timestamp.as_ref().map(|t| t.0))
-                    .unwrap_or(now),
-                uid: s.uid().unwrap_or_default(),
-                resource_version: s.resource_version().unwrap_or_default(),
-            })
-            .collect();
-        keys.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+        let pepper_id = self.ctx.peppers.current().id();
         let records: BTreeMap<String, RecordView> = snapshot
             .records
             .iter()
@@ -109,6 +94,28 @@ impl Pools {
                 ))
             })
             .collect();
+        let mut keys: Vec<KeySecret> = snapshot
+            .keys
+            .iter()
+            .map(|(suffix, s)| KeySecret {
+                name: s.name_any(),
+                suffix: suffix.clone(),
+                created_at: s
+                    .annotations()
+                    .get(annotations::CREATED_AT)
+                    .and_then(|v| v.parse::<Timestamp>().ok())
+                    .or_else(|| s.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                    .unwrap_or(now),
+                uid: s.uid().unwrap_or_default(),
+                resource_version: s.resource_version().unwrap_or_default(),
+                fingerprint: records
+                    .get(suffix)
+                    .filter(|r| r.record.key.pepper_id != pepper_id)
+                    .and_then(|_| build::key_of(s))
+                    .map(|k| keys::fingerprint(&k)),
+            })
+            .collect();
+        keys.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
         let present: std::collections::HashSet<&str> =
             keys.iter().map(|k| k.name.as_str()).collect();
         // A key keyward deleted is remembered until nothing refers to it any more.
@@ -146,6 +153,7 @@ impl Pools {
             known: memo.known.clone(),
             deleted_by_us: memo.deleted_by_us.clone(),
             failed_creates: memo.failed_creates.clone(),
+            pepper_id,
         };
         Ok((observed, snapshot))
     }

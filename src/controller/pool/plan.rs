@@ -1,7 +1,7 @@
 //! The pool pipeline's pure half (DESIGN §5): from the pool's key Secrets, its hash
 //! records, what this process remembers and the time, what to do now. No I/O.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -15,6 +15,9 @@ pub struct KeySecret {
     pub created_at: Timestamp,
     pub uid: String,
     pub resource_version: String,
+    /// The fingerprint of the key it holds, read only when its record names a pepper other
+    /// than the current one (to re-key that record).
+    pub fingerprint: Option<String>,
 }
 
 /// One hash record, with the version an update must be conditioned on.
@@ -41,6 +44,8 @@ pub struct Observed {
     pub deleted_by_us: HashSet<String>,
     /// Suffixes whose key Secret this process failed to create (their pending records go).
     pub failed_creates: HashSet<String>,
+    /// The id of the pepper new fast hashes are made under.
+    pub pepper_id: String,
 }
 
 /// What happens to a record.
@@ -54,6 +59,8 @@ pub enum RecordChange {
     AddTakenAt(Timestamp),
     /// Expired, discarded, or no longer wanted.
     Delete,
+    /// Its fast hash again, under the current pepper, from the key still in the pool.
+    Rekey,
 }
 
 /// Why a key Secret is deleted by keyward.
@@ -98,6 +105,11 @@ impl Plan {
 pub fn decide(o: &Observed) -> Plan {
     let mut plan = Plan::default();
     let present: HashSet<&str> = o.keys.iter().map(|k| k.suffix.as_str()).collect();
+    let fingerprints: HashMap<&str, &str> = o
+        .keys
+        .iter()
+        .filter_map(|k| Some((k.suffix.as_str(), k.fingerprint.as_deref()?)))
+        .collect();
     let present_names: HashSet<&str> = o.keys.iter().map(|k| k.name.as_str()).collect();
     let wake = |t: Timestamp, plan: &mut Plan| {
         if t > o.now {
@@ -118,7 +130,11 @@ pub fn decide(o: &Observed) -> Plan {
                 }
                 // After a restart a never-created key cannot be told from a taken one.
                 UseState::Pending => Some(RecordChange::Take(o.now)),
-                UseState::Available if here => None,
+                // Still in the pool, so its key can be read: a new pepper re-keys it (only
+                // when the key there is the one recorded).
+                UseState::Available if here => (r.key.pepper_id != o.pepper_id
+                    && fingerprints.get(suffix.as_str()) == Some(&r.key.fingerprint.as_str()))
+                .then_some(RecordChange::Rekey),
                 UseState::Available if o.deleted_by_us.contains(&name) => {
                     Some(RecordChange::Delete)
                 }
@@ -205,6 +221,7 @@ mod tests {
             created_at: now() - SignedDuration::from_secs(age_secs),
             uid: format!("uid-{suffix}"),
             resource_version: "1".into(),
+            fingerprint: None,
         }
     }
 
@@ -250,6 +267,7 @@ mod tests {
             now: now(),
             size,
             keys,
+            pepper_id: "p".into(),
             ..Default::default()
         }
     }
@@ -364,5 +382,38 @@ mod tests {
         // Records left from when verification was on go.
         o.records = [record("x", UseState::Taken)].into();
         assert_eq!(decide(&o).records, vec![("x".into(), RecordChange::Delete)]);
+    }
+
+    #[test]
+    fn a_new_pepper_rekeys_records_whose_key_is_still_in_the_pool() {
+        let mut readable = key("here", 2);
+        readable.fingerprint = Some("f".into());
+        let mut tampered = key("odd", 2);
+        tampered.fingerprint = Some("not-f".into());
+        let mut o = observed(3, vec![readable, tampered, key("pend", 1)]);
+        o.verification = true;
+        o.pepper_id = "new".into();
+        o.records = [
+            record("here", UseState::Available),
+            record("odd", UseState::Available),
+            record("pend", UseState::Pending),
+            record("gone", UseState::Taken),
+        ]
+        .into();
+        let p = decide(&o);
+        assert_eq!(
+            p.records,
+            vec![
+                ("here".into(), RecordChange::Rekey),
+                ("pend".into(), RecordChange::Promote),
+            ],
+            "a taken key cannot be read, a key that is not the one recorded is not re-keyed, a pending one is promoted first"
+        );
+        o.pepper_id = "p".into();
+        assert!(
+            !decide(&o)
+                .records
+                .contains(&("here".into(), RecordChange::Rekey))
+        );
     }
 }
