@@ -31,6 +31,8 @@ pub enum Reason {
     GracePeriodExceedsInterval,
     /// Advisory: a restart target does not exist.
     RestartTargetMissing,
+    /// Advisory: the key is disabled, so its scheduled rotation waits.
+    RotationPaused,
     /// Pool Ready: keys are there to take.
     KeysAvailable,
     /// Pool: no key has been available for longer than the status window.
@@ -70,7 +72,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 31] = [
         Self::KeyIssued,
         Self::Rotated,
         Self::Revealed,
@@ -83,6 +85,7 @@ impl Reason {
         Self::WeakKey,
         Self::GracePeriodExceedsInterval,
         Self::RestartTargetMissing,
+        Self::RotationPaused,
         Self::KeysAvailable,
         Self::Depleted,
         Self::GeneratorFailing,
@@ -117,6 +120,7 @@ impl Reason {
             Self::WeakKey => "WeakKey",
             Self::GracePeriodExceedsInterval => "GracePeriodExceedsInterval",
             Self::RestartTargetMissing => "RestartTargetMissing",
+            Self::RotationPaused => "RotationPaused",
             Self::KeysAvailable => "KeysAvailable",
             Self::Depleted => "Depleted",
             Self::GeneratorFailing => "GeneratorFailing",
@@ -244,6 +248,7 @@ mod tests {
                 "WeakKey",
                 "GracePeriodExceedsInterval",
                 "RestartTargetMissing",
+                "RotationPaused",
                 "KeysAvailable",
                 "Depleted",
                 "GeneratorFailing",

@@ -773,3 +773,113 @@ fn wrong_types_and_unknown_fields_are_refused() {
         "unknown field \"spec.baseUrl\"",
     );
 }
+
+/// Whether the CRD's rules on `rotation.schedule` admit `expr`.
+fn schedule_admitted(expr: &str) -> bool {
+    let schema = schema_for("ApiKey");
+    let node = &schema["properties"]["spec"]["properties"]["rotation"]["properties"]["schedule"];
+    assert!(node["x-kubernetes-validations"].is_array());
+    kube_cel::Validator::new()
+        .validate(node, &json!(expr), None)
+        .is_ok()
+}
+
+/// One table, run through both the CRD's CEL rules and the operator's parser: they must
+/// agree on every row, and on the expected verdict.
+#[test]
+fn cron_admission_agrees_with_the_parser() {
+    let table: &[(&str, bool)] = &[
+        ("0 3 * * 1", true),
+        ("* * * * *", true),
+        ("59 23 31 12 7", true),
+        ("0 0 1 1 0", true),
+        ("60 * * * *", false),
+        ("* 24 * * *", false),
+        ("* * 0 * *", false),
+        ("* * 32 * *", false),
+        ("* * * 0 *", false),
+        ("* * * 13 *", false),
+        ("* * * * 8", false),
+        ("61 * * * *", false),
+        ("*/15 * * * *", true),
+        ("*/0 * * * *", false),
+        ("*/99 * * * *", true),
+        ("*/100 * * * *", false),
+        ("0-59/5 * * * *", true),
+        ("5-1 * * * *", false),
+        ("1-5 * * * *", true),
+        ("5-5 * * * *", true),
+        ("0 9-17 * * MON-FRI", true),
+        ("0 9 * * FRI-MON", false),
+        ("0 9 * * sun-sat", true),
+        ("0 9 * * SUN-7", true),
+        ("0 9 * JAN-DEC *", true),
+        ("0 9 * DEC-JAN *", false),
+        ("0 9 * jan,Mar,DEC *", true),
+        ("0 9 * JANUARY *", false),
+        ("0 9 * * MONDAY", false),
+        ("0,15,30,45 * * * *", true),
+        ("0,,30 * * * *", false),
+        ("0, * * * *", false),
+        ("00 03 01 01 00", true),
+        ("007 * * * *", true),
+        ("+5 * * * *", false),
+        ("-5 * * * *", false),
+        ("5- * * * *", false),
+        ("*-5 * * * *", false),
+        ("5/15 * * * *", true),
+        ("1/2/3 * * * *", false),
+        ("? * ? * ?", true),
+        ("0 3 * *", false),
+        ("0 3 * * * *", false),
+        ("@daily", false),
+        ("", false),
+        ("  0   3 *\t* 1  ", true),
+        ("0 3 * * 1\u{a0}", false),
+        ("0 3 * * L", false),
+        ("0 3 * * 1#2", false),
+        ("0 3 W * *", false),
+        ("0 3 * * 1-5/2", true),
+        ("30 2 1-7,15 FEB-MAR 1,3,5", true),
+        ("99999999999 * * * *", false),
+        ("1.5 * * * *", false),
+    ];
+    assert!(table.len() >= 40);
+    for (expr, expected) in table {
+        let parsed = keyward::rotation::cron::Schedule::parse(expr).is_ok();
+        let admitted = schedule_admitted(expr);
+        assert_eq!(
+            (admitted, parsed),
+            (*expected, *expected),
+            "{expr:?}: admission {admitted}, parser {parsed}"
+        );
+    }
+}
+
+#[test]
+fn time_zones_are_shape_checked_at_admission() {
+    for zone in [
+        "UTC",
+        "Europe/Berlin",
+        "America/Argentina/Buenos_Aires",
+        "Etc/GMT+5",
+        "EST5EDT",
+        "Mars/Olympus",
+    ] {
+        assert_admitted(apikey(
+            json!({"rotation": {"schedule": "0 3 * * 1", "timeZone": zone}}),
+        ));
+    }
+    for zone in [
+        "Europe Berlin",
+        "/Berlin",
+        "Europe/",
+        "../etc/passwd",
+        "Zürich",
+    ] {
+        assert_refused(
+            apikey(json!({"rotation": {"schedule": "0 3 * * 1", "timeZone": zone}})),
+            "IANA time zone name",
+        );
+    }
+}

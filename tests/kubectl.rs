@@ -373,9 +373,38 @@ fn bad_objects_are_refused_with_the_field_named() {
         err.contains("spec.format.length") && err.contains("must be of type integer"),
         "{err}"
     );
+    assert_eq!(
+        err.matches("spec.format.length").count(),
+        2,
+        "the path once before Invalid value and once in the schema's `in body` wording: {err}"
+    );
+    assert!(
+        !err.contains("spec.format.length: spec.format.length"),
+        "{err}"
+    );
     let weak = pg.file("weak.yaml", &apikey("  format:\n    length: 12\n"));
     let err = pg.fails(&["apply", "-f", &weak]);
     assert!(err.contains("fewer than 128 random bits"), "{err}");
+    assert!(
+        err.contains("spec.format.length: Invalid value")
+            && !err.contains("spec.format.length: spec.format.length"),
+        "a cause's message does not repeat its field: {err}"
+    );
+    let cron = pg.file(
+        "cron.yaml",
+        &apikey("  rotation:\n    schedule: \"61 * * * *\"\n"),
+    );
+    let err = pg.fails(&["apply", "--server-side", "-f", &cron]);
+    assert!(
+        err.contains("spec.rotation.schedule: Invalid value") && err.contains("minute (0-59)"),
+        "{err}"
+    );
+    let zone = pg.file(
+        "zone.yaml",
+        &apikey("  rotation:\n    schedule: \"0 3 * * 1\"\n    timeZone: Europe Berlin\n"),
+    );
+    let err = pg.fails(&["apply", "--server-side", "-f", &zone]);
+    assert!(err.contains("IANA time zone name"), "{err}");
     let unknown = pg.file("unknown.yaml", &apikey("  bogus: 1\n"));
     let err = pg.fails(&["apply", "--server-side", "-f", &unknown]);
     assert!(err.contains("unknown field \"spec.bogus\""), "{err}");

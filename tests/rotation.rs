@@ -347,7 +347,134 @@ async fn emergency_revocation_within_a_second_through_the_cli() {
         entries.iter().map(|e| e.action).collect::<Vec<_>>(),
         [Action::Generated, Action::Rotated, Action::Revoked]
     );
+    assert_eq!(
+        entries[2].fingerprint, entries[0].fingerprint,
+        "the Revoked entry names the revoked (leaked) key, not the one just issued"
+    );
+    assert_eq!(entries[2].preview, entries[0].preview);
     op.wait_event("Revoked", "Warning").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_previous_ends_an_imported_key_at_once() {
+    let op = Operator::start().await;
+    let source = |token: &str| {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(json!({
+            "metadata": {"name": "legacy"},
+            "stringData": {"token": token},
+        }))
+        .expect("secret")
+    };
+    let old = "legacy-imported-token-0123456789abcdefghijklmnop";
+    op.secrets()
+        .create(&Default::default(), &source(old))
+        .await
+        .expect("source");
+    let spec = json!({"importFrom": {"secretRef": {"name": "legacy", "key": "token"}}});
+    op.apply("imported", spec).await;
+    let ak = op.wait_ready("imported").await;
+    // The leaked key is replaced at its source; it keeps its grace...
+    op.secrets()
+        .replace(
+            "legacy",
+            &Default::default(),
+            &source("replacement-imported-token-0123456789abcdefghij"),
+        )
+        .await
+        .expect("source replaced");
+    let record = common::eventually("the new key imported", || async {
+        op.record(&ak).await.filter(|r| r.previous.len() == 1)
+    })
+    .await;
+    assert!(verifies(Some(&record), old), "inside its grace");
+    // ...until someone responding to the leak revokes it.
+    let patch = json!({"metadata": {"annotations": {"keyward.dev/revoke-previous": "leak-1"}}});
+    op.apikeys()
+        .patch("imported", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotated");
+    let record = common::eventually("the revocation", || async {
+        op.record(&ak).await.filter(|r| {
+            r.previous.is_empty() && r.rotation.last_revocation.as_deref() == Some("leak-1")
+        })
+    })
+    .await;
+    assert!(
+        !verifies(Some(&record), old),
+        "the leaked key no longer verifies"
+    );
+    let revoked: Vec<_> = history(&op, "imported")
+        .await
+        .into_iter()
+        .filter(|e| e.action == Action::Revoked)
+        .collect();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(
+        Some(revoked[0].fingerprint.clone()),
+        history(&op, "imported")
+            .await
+            .first()
+            .map(|e| e.fingerprint.clone()),
+        "the entry names the revoked key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disabled_key_pauses_its_schedule_and_catches_up_once() {
+    let clock = keyward::clock::FakeClock::new("2026-06-01T12:00:00Z".parse().expect("ts"));
+    let op = Operator::start_with_clock(Arc::new(clock.clone())).await;
+    let spec = |disabled: bool, owner: &str| json!({"rotation": {"every": "1h", "gracePeriod": "0s"}, "disabled": disabled, "owner": owner});
+    op.apply("paused", spec(false, "a")).await;
+    op.wait_ready("paused").await;
+    let disabled = op.apply("paused", spec(true, "a")).await;
+    let ak = op
+        .wait_for("paused", "the pause advisory", |a| {
+            status_of(a)
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Advisory" && c.reason == "RotationPaused")
+        })
+        .await;
+    let due = status_of(&ak).next_rotation_at.expect("next rotation");
+    let _ = disabled;
+    // Three slots pass while disabled: nothing rotates, and the status keeps the instant.
+    clock.set("2026-06-01T15:30:00Z".parse().expect("ts"));
+    let poked = op.apply("paused", spec(true, "b")).await;
+    op.wait_seen(&poked).await;
+    op.wait_idle().await;
+    let ak = op.apikeys().get("paused").await.expect("apikey");
+    assert_eq!(
+        status_of(&ak).rotation_count,
+        0,
+        "no rotation while disabled"
+    );
+    assert_eq!(status_of(&ak).next_rotation_at, Some(due));
+    // Manual rotation still acts.
+    request_rotation(&op, "paused", "m1").await;
+    op.wait_for("paused", "the manual rotation", |a| {
+        status_of(a).rotation_count == 1
+    })
+    .await;
+    // Enabled long after the next slot: one catch-up rotation, not one per missed slot.
+    clock.set("2026-06-01T20:00:00Z".parse().expect("ts"));
+    op.apply("paused", spec(false, "b")).await;
+    op.wait_for("paused", "the catch-up rotation", |a| {
+        status_of(a).rotation_count == 2
+    })
+    .await;
+    op.wait_idle().await;
+    let poked = op.apply("paused", spec(false, "c")).await;
+    op.wait_seen(&poked).await;
+    op.wait_idle().await;
+    let ak = op.apikeys().get("paused").await.expect("apikey");
+    assert_eq!(status_of(&ak).rotation_count, 2, "exactly one catch-up");
+    assert!(
+        !status_of(&ak)
+            .conditions
+            .iter()
+            .any(|c| c.reason == "RotationPaused"),
+        "the advisory goes with the pause"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -496,14 +623,19 @@ async fn missing_restart_targets_warn_but_rotations_happen() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_rotation_specs() {
     let op = Operator::start().await;
-    op.apply("badcron", json!({"rotation": {"schedule": "0 25 * * *"}}))
+    // The grammar and ranges are refused at admission (below); a date that never exists
+    // is the operator's to say.
+    op.apply("badcron", json!({"rotation": {"schedule": "0 3 30 2 *"}}))
         .await;
     let ak = op.wait_reason("badcron", "InvalidSpec").await;
     let message = keyward::conditions::ready(&status_of(&ak).conditions)
         .expect("ready")
         .message
         .clone();
-    assert!(message.contains("schedule field hour"), "{message}");
+    assert!(
+        message.contains("rotation.schedule") && message.contains("never fires"),
+        "{message}"
+    );
     op.apply(
         "badtz",
         json!({"rotation": {"schedule": "0 3 * * *", "timeZone": "Europe/Atlantis"}}),
@@ -515,8 +647,10 @@ async fn bad_rotation_specs() {
         .message
         .clone();
     assert!(
-        message.contains("unknown time zone \"Europe/Atlantis\""),
-        "{message}"
+        message.contains("rotation.timeZone")
+            && message.contains("unknown time zone \"Europe/Atlantis\"")
+            && message.contains("IANA name"),
+        "field, value and rule: {message}"
     );
     for name in ["badcron", "badtz"] {
         assert!(
@@ -548,5 +682,10 @@ async fn bad_rotation_specs() {
         refused(json!({"rotation": {"schedule": "every day"}}))
             .await
             .contains("5-field cron")
+    );
+    assert!(
+        refused(json!({"rotation": {"schedule": "0 25 * * *"}}))
+            .await
+            .contains("hour (0-23)")
     );
 }

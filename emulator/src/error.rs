@@ -90,9 +90,18 @@ impl ApiError {
         };
         let mut details = Self::details(rt, name);
         details["kind"] = json!(rt.kind);
+        // A cause names its field in `field`; its message starts at what is wrong, as the
+        // apiserver's do (kubectl prints `field: message` from them).
         details["causes"] = causes
             .iter()
-            .map(|(field, reason, message)| json!({"reason": reason, "message": message, "field": field}))
+            .map(|(field, reason, message)| {
+                let own = message
+                    .strip_prefix(field.as_str())
+                    .and_then(|rest| rest.strip_prefix(": "))
+                    .filter(|_| !field.is_empty())
+                    .unwrap_or(message);
+                json!({"reason": reason, "message": own, "field": field})
+            })
             .collect();
         Self {
             details: Some(details),

@@ -167,11 +167,11 @@ pub struct RateLimit {
 pub struct Rotation {
     /// 5-field cron expression (minute hour day-of-month month day-of-week).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 128), extend("x-kubernetes-validations" = rules::cron_shape()))]
+    #[schemars(length(max = 128), extend("x-kubernetes-validations" = rules::cron_schedule()))]
     pub schedule: Option<String>,
     /// IANA time zone the schedule is read in, e.g. `Europe/Berlin`. Default UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), extend("x-kubernetes-validations" = rules::time_zone_shape()))]
     pub time_zone: Option<String>,
     /// Rotate this long after the last issue (Go duration, e.g. `720h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -78,11 +78,62 @@ pub fn http_url() -> Value {
     }])
 }
 
-/// A 5-field cron expression; the operator parses it fully and reports what is wrong.
-pub fn cron_shape() -> Value {
+/// Whitespace between cron fields: the ASCII whitespace the operator's parser splits on
+/// (RE2's and Rust's `\s` differ beyond ASCII, so it is spelled out).
+const CRON_SPACE: &str = "[ \\t\\n\\f\\r]";
+/// Each field's values, leading zeros allowed, bounds as the parser checks them.
+const CRON_MINUTE: &str = "0*([0-9]|[1-5][0-9])";
+const CRON_HOUR: &str = "0*([0-9]|1[0-9]|2[0-3])";
+const CRON_DAY: &str = "0*([1-9]|[12][0-9]|3[01])";
+const CRON_MONTH: &str = "(0*([1-9]|1[0-2])|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))";
+const CRON_WEEKDAY: &str = "(0*[0-7]|(?i:sun|mon|tue|wed|thu|fri|sat))";
+/// A step: 1 to 99.
+const CRON_STEP: &str = "0*[1-9][0-9]?";
+/// Names as numbers, for comparing the ends of ranges.
+const CRON_NAMES: &str = "{'jan': 1, 'feb': 2, 'mar': 3, 'apr': 4, 'may': 5, 'jun': 6, 'jul': 7, 'aug': 8, 'sep': 9, 'oct': 10, 'nov': 11, 'dec': 12, 'sun': 0, 'mon': 1, 'tue': 2, 'wed': 3, 'thu': 4, 'fri': 5, 'sat': 6}";
+
+/// The regular expression of the cron grammar `crate::rotation::cron` parses: five fields,
+/// each a list of `*`, `?`, a value or a range `a-b`, optionally with a step `/n`.
+pub fn cron_pattern() -> String {
+    let list = |value: &str| {
+        let item = format!("([*?]|{value}(-{value})?)(/{CRON_STEP})?");
+        format!("{item}(,{item})*")
+    };
+    let fields = [CRON_MINUTE, CRON_HOUR, CRON_DAY, CRON_MONTH, CRON_WEEKDAY]
+        .map(list)
+        .join(&format!("{CRON_SPACE}+"));
+    format!("^{CRON_SPACE}*{fields}{CRON_SPACE}*$")
+}
+
+/// A 5-field cron expression, checked at admission exactly as the operator parses it: the
+/// grammar and each field's range, then that every range runs from low to high. (Whether
+/// the date ever exists, e.g. 30 February, is the operator's to say.)
+pub fn cron_schedule() -> Value {
+    let pattern = cron_pattern();
+    let value =
+        |t: &str| format!("({t}.matches('^[0-9]+$') ? int({t}) : {CRON_NAMES}[{t}.lowerAscii()])");
+    json!([
+        {
+            "rule": format!("self.matches('{pattern}')"),
+            "message": "schedule must be a 5-field cron expression: minute (0-59) hour (0-23) day-of-month (1-31) month (1-12 or JAN-DEC) day-of-week (0-7 or SUN-SAT), each *, a value, a range a-b or a list a,b, optionally with a step /1-99, e.g. '0 3 * * 1'",
+        },
+        {
+            "rule": format!(
+                "!self.matches('{pattern}') || self.findAll('[0-9A-Za-z]+-[0-9A-Za-z]+').all(r, {} <= {})",
+                value("r.split('-')[0]"),
+                value("r.split('-')[1]"),
+            ),
+            "message": "schedule ranges run from low to high, e.g. 1-5 or MON-FRI, not 5-1",
+        }
+    ])
+}
+
+/// The shape of an IANA time zone name (`Europe/Berlin`, `Etc/GMT+5`, `UTC`). Whether the
+/// zone exists needs zone data CEL lacks: the operator says so in `InvalidSpec`.
+pub fn time_zone_shape() -> Value {
     json!([{
-        "rule": "self.matches('^ *[^ ]+( +[^ ]+){4} *$')",
-        "message": "schedule must be a 5-field cron expression: minute hour day-of-month month day-of-week, e.g. '0 3 * * 1'",
+        "rule": "self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,3}$')",
+        "message": "timeZone must be an IANA time zone name such as Europe/Berlin, America/New_York or UTC",
     }])
 }
 

@@ -46,6 +46,21 @@ const MONTHS: [&str; 12] = [
 ];
 const WEEKDAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
+/// A run of ASCII digits (leading zeros allowed, no sign), as a number.
+fn digits(raw: &str) -> Option<u32> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let significant = raw.trim_start_matches('0');
+    if significant.is_empty() {
+        return Some(0);
+    }
+    significant.parse::<u32>().ok()
+}
+
+/// Largest step.
+const MAX_STEP: u32 = 99;
+
 fn parse_value(
     field: &'static str,
     raw: &str,
@@ -56,7 +71,7 @@ fn parse_value(
     if let Some(i) = names.iter().position(|n| *n == upper) {
         return Ok(i as u32 + base);
     }
-    raw.parse::<u32>().map_err(|_| CronError::Field {
+    digits(raw).ok_or_else(|| CronError::Field {
         field,
         value: raw.into(),
         why: "not a number or name".into(),
@@ -82,13 +97,12 @@ fn parse_field(
         let (range, step) = match part.split_once('/') {
             Some((r, s)) => (
                 r,
-                s.parse::<u32>()
-                    .map_err(|_| err(format!("step {s:?} is not a number")))?,
+                digits(s).ok_or_else(|| err(format!("step {s:?} is not a number")))?,
             ),
             None => (part, 1),
         };
-        if step == 0 {
-            return Err(err("step must be at least 1".into()));
+        if step == 0 || step > MAX_STEP {
+            return Err(err(format!("step must be between 1 and {MAX_STEP}")));
         }
         let (lo, hi) = if range == "*" || range == "?" {
             (min, max)
@@ -115,7 +129,7 @@ fn parse_field(
 
 impl Schedule {
     pub fn parse(text: &str) -> Result<Self, CronError> {
-        let fields: Vec<&str> = text.split_whitespace().collect();
+        let fields: Vec<&str> = text.split_ascii_whitespace().collect();
         let [minute, hour, dom, month, dow] = fields.as_slice() else {
             return Err(CronError::FieldCount(text.into()));
         };

@@ -288,16 +288,15 @@ pub fn revoked(
 ) -> (HashRecord, Vec<PreviousKey>) {
     let revoked = std::mem::take(&mut record.previous);
     record.rotation.last_revocation = Some(request.to_string());
-    if let Some(current) = &record.current
-        && !revoked.is_empty()
-    {
+    // One entry per revoked key, naming that key (not a rotation: the count is unchanged).
+    for p in &revoked {
         let entry = Entry {
             at: ms(now),
             action: Action::Revoked,
             reason: Reason::Manual,
-            fingerprint: current.fingerprint.clone(),
-            preview: current.preview.clone(),
-            previous_fingerprint: revoked.last().map(|p| p.key.fingerprint.clone()),
+            fingerprint: p.key.fingerprint.clone(),
+            preview: p.key.preview.clone(),
+            previous_fingerprint: None,
         };
         record.history = history::append(record.history, entry, limit);
     }
@@ -575,6 +574,54 @@ mod tests {
         );
         assert_eq!(owned.owner_references().len(), 1, "Delete: owned");
         assert!(owned.data.is_none(), "no key: nothing delivered");
+    }
+
+    #[test]
+    fn revocation_records_each_revoked_key_and_is_no_rotation() {
+        let now: Timestamp = "2026-06-01T12:00:00Z".parse().expect("ts");
+        let mut record = HashRecord {
+            current: Some(hashed("current")),
+            ..Default::default()
+        };
+        record.rotation.count = 2;
+        for fp in ["first", "second"] {
+            let mut key = hashed(fp);
+            key.preview = format!("kw_{fp}…");
+            record.previous.push(PreviousKey {
+                key,
+                valid_until: "2026-06-01T13:00:00Z".parse().expect("ts"),
+            });
+        }
+        let (after, gone) = revoked(record, "r1", 10, now);
+        assert_eq!(gone.len(), 2);
+        assert!(after.previous.is_empty());
+        assert_eq!(after.rotation.count, 2, "a revocation is not a rotation");
+        let entries: Vec<(Action, &str, &str, Option<&str>)> = after
+            .history
+            .iter()
+            .map(|e| {
+                (
+                    e.action,
+                    e.fingerprint.as_str(),
+                    e.preview.as_str(),
+                    e.previous_fingerprint.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                (Action::Revoked, "first", "kw_first…", None),
+                (Action::Revoked, "second", "kw_second…", None)
+            ],
+            "one entry per revoked key, naming that key, never the current one"
+        );
+        let (again, none) = revoked(after.clone(), "r2", 10, now);
+        assert!(none.is_empty());
+        assert_eq!(
+            again.history, after.history,
+            "nothing revoked, nothing recorded"
+        );
     }
 
     #[test]

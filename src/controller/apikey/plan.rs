@@ -197,7 +197,13 @@ pub fn decide(o: &Observed) -> Step {
                 };
             }
             return match key {
-                Some(KeyMatch::Current) => Step::Converged,
+                // An emergency revocation ends imported previous keys as generated ones.
+                Some(KeyMatch::Current) => match &o.rotation.revoke_request {
+                    Some(request) => Step::Revoke {
+                        request: request.clone(),
+                    },
+                    None => Step::Converged,
+                },
                 // The workload Secret lost or changed the imported key: deliver it again.
                 _ => Step::Issue {
                     source: Source::Import,
@@ -255,7 +261,9 @@ pub fn decide(o: &Observed) -> Step {
             if r.format_changed {
                 return rotate(Reason::FormatChanged);
             }
-            if r.next_at.is_some_and(|t| t <= o.now) {
+            // A disabled key's schedule pauses: nobody can use what it would issue. Once
+            // enabled, a rotation that fell due meanwhile happens once.
+            if !o.disabled && r.next_at.is_some_and(|t| t <= o.now) {
                 return rotate(Reason::Schedule);
             }
             if let Some(request) = &r.revoke_request {
@@ -575,6 +583,53 @@ mod tests {
             Some(record(true, false)),
         );
         assert_eq!(decide(&o), Step::Converged);
+    }
+
+    #[test]
+    fn revoke_previous_acts_on_imported_keys() {
+        let mut o = observed(ours(KeyMatch::Current), Some(record(true, false)));
+        o.import = Import::Present {
+            matches_current: true,
+            weak: false,
+        };
+        assert_eq!(decide(&o), Step::Converged);
+        o.rotation.revoke_request = Some("leak-1".into());
+        assert_eq!(
+            decide(&o),
+            Step::Revoke {
+                request: "leak-1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_disabled_key_pauses_its_schedule_but_not_manual_requests() {
+        let mut o = observed(ours(KeyMatch::Current), Some(record(true, false)));
+        o.disabled = true;
+        o.rotation.next_at = Some(now() - SignedDuration::from_secs(3600));
+        assert_eq!(decide(&o), Step::Converged, "paused while disabled");
+        let mut manual = o.clone();
+        manual.rotation.manual_request = Some("1".into());
+        assert!(matches!(
+            decide(&manual),
+            Step::Issue {
+                reason: Reason::Manual,
+                ..
+            }
+        ));
+        let mut revoke = o.clone();
+        revoke.rotation.revoke_request = Some("1".into());
+        assert!(matches!(decide(&revoke), Step::Revoke { .. }));
+        // Enabled again: the rotation that fell due happens (once: the next one is
+        // scheduled from the new key's issue time).
+        o.disabled = false;
+        assert!(matches!(
+            decide(&o),
+            Step::Issue {
+                reason: Reason::Schedule,
+                ..
+            }
+        ));
     }
 
     #[test]

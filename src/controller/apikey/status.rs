@@ -32,6 +32,13 @@ pub fn advisories(ak: &ApiKey, o: &Observed, snap: &Snapshot) -> Vec<(Reason, St
     if let Some(message) = build::policy(ak).and_then(|p| p.grace_advisory(o.now)) {
         advisories.push((Reason::GracePeriodExceedsInterval, message));
     }
+    if o.disabled && o.rotation.next_at.is_some() {
+        advisories.push((
+            Reason::RotationPaused,
+            "the key is disabled: scheduled rotation is paused (manual rotation and revoke-previous still act); once enabled it rotates at most once to catch up"
+                .into(),
+        ));
+    }
     advisories
 }
 
