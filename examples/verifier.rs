@@ -14,7 +14,7 @@
 //!   under a lost pepper (argon2 territory), each hanging up after 20 ms, over and over.
 //! - `idle_connections`: `--idle` connections opened and left idle.
 //!
-//! Goals (DESIGN §6 hardening): valid p99 ≤ 10 ms and RSS ≤ 150 MB in every case.
+//! Goals (the verifier hardening issue): valid p99 ≤ 10 ms and RSS ≤ 150 MB in every case.
 
 mod bench;
 

@@ -47,10 +47,22 @@ fn starts_applies_summarises_and_exits_cleanly_on_sigterm() {
         line("default/inhouse-llm").contains("NotConfigured (HostNotAllowed)"),
         "{out}"
     );
-    assert!(
-        out.contains("kubectl --kubeconfig"),
-        "prints what to try next: {out}"
+    // What to try next, ready to paste: the export, keyward, and a key verified by
+    // piping it from its Secret (the banner never prints a key).
+    let export = format!(
+        "export KUBECONFIG={}",
+        std::fs::canonicalize(&pg.kubeconfig)
+            .expect("kubeconfig")
+            .display()
     );
+    assert!(out.contains(&export), "{out}");
+    assert!(out.contains("keyward status"), "{out}");
+    assert!(
+        out.contains("kubectl get secret billing-api -o jsonpath='{.data.api-key}' | base64 -d | keyward verify --url http://"),
+        "{out}"
+    );
+    assert!(out.contains("| curl -s -d @- http://"), "{out}");
+    assert!(out.contains("keyward history billing-api"), "{out}");
     assert!(pg.url.starts_with("http://127.0.0.1:"), "{}", pg.url);
     let kubeconfig = std::fs::read_to_string(&pg.kubeconfig).expect("kubeconfig written");
     assert!(kubeconfig.contains(&pg.url), "{kubeconfig}");
@@ -115,6 +127,63 @@ fn a_bad_apply_folder_fails_with_a_clear_message() {
         err.contains("bad.yaml") && err.contains("fewer than 128 random bits"),
         "{err}"
     );
+}
+
+#[test]
+fn an_address_in_use_names_the_flag_that_moves_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("dir");
+    for (flag, other) in [("--verifier-addr", "--addr"), ("--addr", "--verifier-addr")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .arg("playground")
+            .args([flag, &port, other, "127.0.0.1:0", "--kubeconfig"])
+            .arg(dir.path().join("kc"))
+            .output()
+            .expect("runs");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("choose another address with {flag}")),
+            "{flag}: {err}"
+        );
+    }
+}
+
+#[test]
+fn no_cluster_configured_is_one_line_saying_what_to_do() {
+    let home = tempfile::tempdir().expect("home");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("status")
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", home.path())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("keyward: no cluster configured")
+            && err.contains("keyward playground")
+            && err.contains("--kubeconfig"),
+        "{err}"
+    );
+}
+
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["completion", shell])
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for sub in ["playground", "rotate", "history", "verify"] {
+            assert!(script.contains(sub), "{shell} completes {sub}");
+        }
+    }
 }
 
 #[test]

@@ -35,8 +35,10 @@ pub enum ConnectError {
     },
     #[error("using kubeconfig: {0}")]
     Config(#[from] kube::config::KubeconfigError),
-    #[error("no kubeconfig found and not running in a cluster: {0}")]
-    Infer(#[from] kube::config::InferConfigError),
+    #[error(
+        "no cluster configured: no kubeconfig ($KUBECONFIG, ~/.kube/config) and not running in a pod; start `keyward playground` and `export KUBECONFIG=$PWD/playground.kubeconfig`, or pass --kubeconfig PATH"
+    )]
+    Infer(#[source] kube::config::InferConfigError),
     #[error("creating the client: {0}")]
     Client(#[from] kube::Error),
 }
@@ -58,7 +60,7 @@ impl ConnectArgs {
                 Config::from_custom_kubeconfig(kubeconfig, &options).await?
             }
             None if self.context.is_some() => Config::from_kubeconfig(&options).await?,
-            None => Config::infer().await?,
+            None => Config::infer().await.map_err(ConnectError::Infer)?,
         };
         let namespace = namespace
             .map(String::from)

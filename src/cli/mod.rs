@@ -1,6 +1,7 @@
 //! The `keyward` command line (DESIGN §8).
 
 mod connect;
+mod error;
 mod lookup;
 mod playground;
 pub mod pool;
@@ -19,12 +20,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::crd;
 use crate::telemetry::{self, LogFormat};
 
 pub use connect::{ConnectArgs, NamespaceArg};
+pub use error::CliError;
 pub use playground::install_crds;
 
 #[derive(Parser, Debug)]
@@ -62,7 +64,7 @@ pub enum Command {
         /// The key, or `-` for stdin.
         key: Option<String>,
         /// The verifier.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        #[arg(long, default_value = "http://127.0.0.1:8180")]
         url: String,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "table")]
@@ -118,6 +120,12 @@ pub enum Command {
         #[arg(short = 'A', long)]
         all_namespaces: bool,
     },
+    /// Print a shell completion script: `source <(keyward completion bash)`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// List the namespace's ApiKeys: owner, preview, readiness, issue time, next rotation, usage.
     Status {
         #[command(flatten)]
@@ -170,13 +178,20 @@ pub fn main() -> ExitCode {
         Command::Crds {
             output_dir: Some(dir),
         } => write_crds(&dir),
+        Command::Completion { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "keyward", &mut script);
+            std::io::stdout()
+                .write_all(&script)
+                .map_err(CliError::output("the completion script"))
+        }
         Command::Playground(args) => {
             telemetry::init(cli.log_format, "info,kube=warn,hyper=warn,tower=warn");
-            block_on(async { playground::run(args).await.map_err(|e| e.to_string()) })
+            block_on(async { Ok(playground::run(args).await?) })
         }
         Command::Run(args) => {
             telemetry::init(cli.log_format, "info,kube=warn,hyper=warn,tower=warn");
-            block_on(async { run::run(args, connect).await.map_err(|e| e.to_string()) })
+            block_on(async { Ok(run::run(args, connect).await?) })
         }
         Command::Verify { key, url, output } => {
             let key = match verify::read_key(key.as_deref()) {
@@ -207,20 +222,15 @@ pub fn main() -> ExitCode {
         }
         Command::Verifier(args) => {
             telemetry::init(cli.log_format, "info,kube=warn,hyper=warn,tower=warn");
-            block_on(verifier::run(args, connect))
+            block_on(async { Ok(verifier::run(args, connect).await?) })
         }
         Command::Reveal { name, namespace } => {
             telemetry::init(cli.log_format, "warn");
             block_on(async {
-                let (client, ns) = connect
-                    .connect(namespace.namespace.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let key = reveal::reveal(&client, &ns, &name)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (client, ns) = connect.connect(namespace.namespace.as_deref()).await?;
+                let key = reveal::reveal(&client, &ns, &name).await?;
                 let mut out = std::io::stdout().lock();
-                writeln!(out, "{}", key.expose()).map_err(|e| format!("writing the key: {e}"))?;
+                writeln!(out, "{}", key.expose()).map_err(CliError::output("the key"))?;
                 eprintln!(
                     "keyward: this is the only time the key of {ns}/{name} is shown; only its hash remains."
                 );
@@ -234,13 +244,8 @@ pub fn main() -> ExitCode {
         } => {
             telemetry::init(cli.log_format, "warn");
             block_on(async {
-                let (client, ns) = connect
-                    .connect(namespace.namespace.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let value = rotate::request(&client, &ns, &name, revoke_previous)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (client, ns) = connect.connect(namespace.namespace.as_deref()).await?;
+                let value = rotate::request(&client, &ns, &name, revoke_previous).await?;
                 let also = if revoke_previous {
                     " and revocation of previous keys"
                 } else {
@@ -260,18 +265,10 @@ pub fn main() -> ExitCode {
         } => {
             telemetry::init(cli.log_format, "warn");
             block_on(async {
-                let (client, ns) = connect
-                    .connect(namespace.namespace.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let entries = rotate::history(&client, &ns, &name)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (client, ns) = connect.connect(namespace.namespace.as_deref()).await?;
+                let entries = rotate::history(&client, &ns, &name).await?;
                 match output {
-                    Output::Json => println!(
-                        "{}",
-                        serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?
-                    ),
+                    Output::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
                     Output::Table => println!("{}", rotate::history_table(&entries)),
                 }
                 Ok(())
@@ -282,15 +279,10 @@ pub fn main() -> ExitCode {
         } => {
             telemetry::init(cli.log_format, "warn");
             block_on(async {
-                let (client, ns) = connect
-                    .connect(namespace.namespace.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let key = pool::take(&client, &ns, &pool)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (client, ns) = connect.connect(namespace.namespace.as_deref()).await?;
+                let key = pool::take(&client, &ns, &pool).await?;
                 let mut out = std::io::stdout().lock();
-                writeln!(out, "{}", key.expose()).map_err(|e| format!("writing the key: {e}"))
+                writeln!(out, "{}", key.expose()).map_err(CliError::output("the key"))
             })
         }
         Command::Pool {
@@ -303,14 +295,11 @@ pub fn main() -> ExitCode {
         } => {
             telemetry::init(cli.log_format, "warn");
             block_on(async {
-                let (client, ns) = connect
-                    .connect(namespace.namespace.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (client, ns) = connect.connect(namespace.namespace.as_deref()).await?;
                 let scope = (!all_namespaces).then_some(ns.as_str());
                 let pools = pool::list(&client, scope, pool.as_deref())
                     .await
-                    .map_err(|e| format!("listing ApiKeyPools: {e}"))?;
+                    .map_err(CliError::list("ApiKeyPools"))?;
                 if pools.is_empty() {
                     eprintln!("No ApiKeyPools.");
                 } else {
@@ -323,13 +312,8 @@ pub fn main() -> ExitCode {
             telemetry::init(cli.log_format, "warn");
             let mut valid = false;
             let result = block_on(async {
-                let (client, ns) = connect
-                    .connect(namespace.namespace.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let pc = providers::validate(&client, &ns, &name)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (client, ns) = connect.connect(namespace.namespace.as_deref()).await?;
+                let pc = providers::validate(&client, &ns, &name).await?;
                 valid = providers::is_valid(&pc);
                 println!("{}", providers::describe(&pc));
                 Ok(())
@@ -349,14 +333,11 @@ pub fn main() -> ExitCode {
         } => {
             telemetry::init(cli.log_format, "warn");
             block_on(async {
-                let (client, ns) = connect
-                    .connect(namespace.namespace.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (client, ns) = connect.connect(namespace.namespace.as_deref()).await?;
                 let scope = (!all_namespaces).then_some(ns.as_str());
                 let items = providers::list(&client, scope)
                     .await
-                    .map_err(|e| format!("listing ProviderCredentials: {e}"))?;
+                    .map_err(CliError::list("ProviderCredentials"))?;
                 if items.is_empty() {
                     eprintln!("No ProviderCredentials.");
                 } else {
@@ -371,14 +352,11 @@ pub fn main() -> ExitCode {
         } => {
             telemetry::init(cli.log_format, "warn");
             block_on(async {
-                let (client, ns) = connect
-                    .connect(namespace.namespace.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (client, ns) = connect.connect(namespace.namespace.as_deref()).await?;
                 let scope = (!all_namespaces).then_some(ns.as_str());
                 let items = status::list(&client, scope)
                     .await
-                    .map_err(|e| format!("listing ApiKeys: {e}"))?;
+                    .map_err(CliError::list("ApiKeys"))?;
                 if items.is_empty() {
                     eprintln!(
                         "No ApiKeys in {}.",
@@ -397,27 +375,30 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("keyward: {message}");
+        Err(error) => {
+            eprintln!("keyward: {error}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn block_on(work: impl Future<Output = Result<(), String>>) -> Result<(), String> {
+fn block_on(work: impl Future<Output = Result<(), CliError>>) -> Result<(), CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))?
+        .map_err(CliError::Runtime)?
         .block_on(work)
 }
 
-fn write_crds(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+fn write_crds(dir: &Path) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir).map_err(|source| CliError::File {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     for crd in crd::crds() {
         let path = dir.join(crd::file_name(&crd));
         std::fs::write(&path, crd::to_yaml(&crd))
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            .map_err(|source| CliError::File { path, source })?;
     }
     Ok(())
 }

@@ -35,8 +35,9 @@ pub struct PlaygroundArgs {
     /// Address of the Kubernetes API emulator (default: an ephemeral loopback port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub addr: SocketAddr,
-    /// Address of the verifier.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address of the verifier (8180, not 8080: kubectl without a kubeconfig falls back to
+    /// localhost:8080, and must not reach the verifier).
+    #[arg(long, default_value = "127.0.0.1:8180")]
     pub verifier_addr: SocketAddr,
     /// Where to write the kubeconfig for kubectl.
     #[arg(long, default_value = "./playground.kubeconfig")]
@@ -49,7 +50,9 @@ pub struct PlaygroundArgs {
 /// Why the playground could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PlaygroundError {
-    #[error("starting the Kubernetes API emulator on {addr}: {source}")]
+    #[error(
+        "starting the Kubernetes API emulator on {addr}: {source} (choose another address with --addr)"
+    )]
     Emulator {
         addr: SocketAddr,
         source: std::io::Error,
@@ -73,7 +76,9 @@ pub enum PlaygroundError {
     Signal(#[source] std::io::Error),
     #[error(transparent)]
     Setup(#[from] controller::SetupError),
-    #[error("starting the verifier on {addr}: {source}")]
+    #[error(
+        "starting the verifier on {addr}: {source} (choose another address with --verifier-addr, e.g. --verifier-addr 127.0.0.1:0 for any free port)"
+    )]
     Verifier {
         addr: SocketAddr,
         source: std::io::Error,
@@ -180,7 +185,11 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
         }
         None => Vec::new(),
     };
-    let kubeconfig = args.kubeconfig.display().to_string();
+    // The absolute path, so the export line works from any directory.
+    let kubeconfig = std::fs::canonicalize(&args.kubeconfig)
+        .unwrap_or_else(|_| args.kubeconfig.clone())
+        .display()
+        .to_string();
     println!(
         "keyward playground is running (ready in {} ms)",
         started.elapsed().as_millis()
@@ -198,12 +207,12 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
             println!("  {line}");
         }
     }
+    // After the summary, which waited for each applied object to settle.
+    let example = verifiable_apikey(&client, &applied).await;
     println!();
-    println!("Try:");
-    println!("  kubectl --kubeconfig {kubeconfig} get keyward");
-    println!("  kubectl --kubeconfig {kubeconfig} apply --server-side -f examples/");
-    println!("  kubectl --kubeconfig {kubeconfig} explain apikey.spec.rotation");
-    println!("  curl -s http://{verifier_addr}/v1/keys/verify -d '{{\"key\":\"...\"}}'");
+    for line in try_lines(&kubeconfig, verifier_addr, example.as_ref()) {
+        println!("{line}");
+    }
     println!();
     println!("Press Ctrl-C to stop.");
     signals.recv().await.map_err(PlaygroundError::Signal)?;
@@ -217,6 +226,88 @@ pub async fn run(args: PlaygroundArgs) -> Result<(), PlaygroundError> {
     );
     emulator.shutdown().await;
     Ok(())
+}
+
+/// An applied ApiKey whose key can be read from its Secret: (namespace, name, Secret, data
+/// key).
+async fn verifiable_apikey(
+    client: &Client,
+    applied: &[Applied],
+) -> Option<(String, String, String, String)> {
+    for object in applied.iter().filter(|o| o.kind == "ApiKey") {
+        let ns = object.namespace.clone().unwrap_or_else(|| "default".into());
+        let Ok(ak) = Api::<crd::ApiKey>::namespaced(client.clone(), &ns)
+            .get(&object.name)
+            .await
+        else {
+            continue;
+        };
+        if ak.spec.delivery == crd::Delivery::ShowOnce {
+            continue;
+        }
+        let secret = ak
+            .spec
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| object.name.clone());
+        let has_key = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+            .get_opt(&secret)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.data)
+            .is_some_and(|d| d.contains_key(&ak.spec.secret_key));
+        if has_key {
+            return Some((ns, object.name.clone(), secret, ak.spec.secret_key.clone()));
+        }
+    }
+    None
+}
+
+/// What to try next, ready to paste: the kubeconfig export, kubectl and keyward commands,
+/// and (when `example` names an ApiKey) verifying its key with keyward and with curl, the
+/// key piped from its Secret. Never a key.
+fn try_lines(
+    kubeconfig: &str,
+    verifier: SocketAddr,
+    example: Option<&(String, String, String, String)>,
+) -> Vec<String> {
+    let default_verifier: SocketAddr = ([127, 0, 0, 1], 8180).into();
+    let url_flag = if verifier == default_verifier {
+        String::new()
+    } else {
+        format!(" --url http://{verifier}")
+    };
+    let mut lines = vec![
+        "Try, in another terminal:".to_string(),
+        format!("  export KUBECONFIG={kubeconfig}"),
+        "  kubectl get keyward".to_string(),
+        "  kubectl apply --server-side -f examples/".to_string(),
+        "  keyward status".to_string(),
+    ];
+    match example {
+        Some((ns, name, secret, data_key)) => {
+            let n = if ns == "default" {
+                String::new()
+            } else {
+                format!(" -n {ns}")
+            };
+            let read = format!(
+                "kubectl get secret {secret}{n} -o jsonpath='{{.data.{data_key}}}' | base64 -d"
+            );
+            lines.push(format!("  {read} | keyward verify{url_flag}"));
+            lines.push(format!(
+                "  printf '{{\"key\":\"%s\"}}' \"$({read})\" | curl -s -d @- http://{verifier}/v1/keys/verify"
+            ));
+            lines.push(format!("  keyward rotate {name}{n}"));
+            lines.push(format!("  keyward history {name}{n}"));
+        }
+        None => {
+            lines.push("  keyward rotate NAME".to_string());
+            lines.push("  keyward history NAME".to_string());
+        }
+    }
+    lines
 }
 
 /// One line per applied object: what keyward made of it. Never a key.
@@ -335,5 +426,45 @@ async fn converged_state(client: &Client, object: &Applied) -> String {
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_says_what_to_paste_and_never_a_key() {
+        let ex = (
+            "default".to_string(),
+            "billing-api".to_string(),
+            "billing-api".to_string(),
+            "api-key".to_string(),
+        );
+        let lines = try_lines(
+            "/tmp/pg/playground.kubeconfig",
+            ([127, 0, 0, 1], 8180).into(),
+            Some(&ex),
+        );
+        assert!(lines.contains(&"  export KUBECONFIG=/tmp/pg/playground.kubeconfig".to_string()));
+        assert!(lines.contains(
+            &"  kubectl get secret billing-api -o jsonpath='{.data.api-key}' | base64 -d | keyward verify"
+                .to_string()
+        ));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("| curl -s -d @- http://127.0.0.1:8180/v1/keys/verify"))
+        );
+        assert!(lines.contains(&"  keyward history billing-api".to_string()));
+        // Another verifier address is passed on; other namespaces are named.
+        let ex = ("shop".into(), "k".into(), "k-secret".into(), "token".into());
+        let lines = try_lines("/k", ([127, 0, 0, 1], 9999).into(), Some(&ex));
+        assert!(lines.iter().any(|l| l.ends_with(
+            "kubectl get secret k-secret -n shop -o jsonpath='{.data.token}' | base64 -d | keyward verify --url http://127.0.0.1:9999"
+        )));
+        // Nothing applied: no curl line.
+        let lines = try_lines("/k", ([127, 0, 0, 1], 8180).into(), None);
+        assert!(!lines.iter().any(|l| l.contains("curl")));
     }
 }

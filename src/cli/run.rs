@@ -72,12 +72,14 @@ pub enum RunError {
     Setup(#[from] controller::SetupError),
     #[error("installing signal handlers: {0}")]
     Signal(#[source] std::io::Error),
-    #[error("serving metrics on {addr}: {source}")]
+    #[error("serving metrics on {addr}: {source} (choose another address with --metrics-addr)")]
     Metrics {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("starting the verifier on {addr}: {source}")]
+    #[error(
+        "starting the verifier on {addr}: {source} (choose another address with --verifier-addr)"
+    )]
     Verifier {
         addr: std::net::SocketAddr,
         source: std::io::Error,

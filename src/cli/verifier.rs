@@ -78,9 +78,25 @@ pub fn rate_limited_status(value: &str) -> Result<u16, String> {
     }
 }
 
-pub async fn run(args: VerifierArgs, connect: ConnectArgs) -> Result<(), String> {
-    let mut signals = Signals::install().map_err(|e| format!("installing signal handlers: {e}"))?;
-    let (client, namespace) = connect.connect(None).await.map_err(|e| e.to_string())?;
+/// Why `keyward verifier` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Connect(#[from] super::connect::ConnectError),
+    #[error("starting the verifier on {addr}: {source} (choose another address with --addr)")]
+    Start {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("waiting for a signal: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+pub async fn run(args: VerifierArgs, connect: ConnectArgs) -> Result<(), VerifierError> {
+    let mut signals = Signals::install().map_err(VerifierError::Signals)?;
+    let (client, namespace) = connect.connect(None).await?;
     let hash_namespace = args.hash_namespace.unwrap_or(namespace);
     let workers = args
         .hash_workers
@@ -93,12 +109,12 @@ pub async fn run(args: VerifierArgs, connect: ConnectArgs) -> Result<(), String>
     args.defences.apply(&mut options);
     let running = crate::verifier::start(args.addr, client, &hash_namespace, options)
         .await
-        .map_err(|e| format!("starting the verifier on {}: {e}", args.addr))?;
+        .map_err(|source| VerifierError::Start {
+            addr: args.addr,
+            source,
+        })?;
     tracing::info!(addr = %running.addr, hash_namespace = %hash_namespace, "verifier serving");
-    signals
-        .recv()
-        .await
-        .map_err(|e| format!("waiting for a signal: {e}"))?;
+    signals.recv().await.map_err(VerifierError::Signal)?;
     tracing::info!("draining");
     running.drain(crate::verifier::DRAIN_GRACE).await;
     tracing::info!("stopped");

@@ -6,49 +6,68 @@ use std::io::Read;
 
 use crate::keys::PlainKey;
 
+/// Why `keyward verify` got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("reading the key from stdin: {0}")]
+    Stdin(#[source] std::io::Error),
+    #[error("no key given: pass it on stdin (recommended) or as an argument")]
+    NoKey,
+    #[error(transparent)]
+    Client(#[from] crate::outbound::ClientError),
+    #[error("asking the verifier at {url}: {detail} (is it running? --url sets its address)")]
+    Unreachable { url: String, detail: String },
+    #[error("reading the verifier's answer: {0}")]
+    Read(#[source] reqwest::Error),
+    #[error("the verifier at {url} answered {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("the verifier's answer is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+}
+
 /// Reads the key: the argument, or stdin for `-` / none (trailing newline trimmed).
-pub fn read_key(arg: Option<&str>) -> Result<PlainKey, String> {
+pub fn read_key(arg: Option<&str>) -> Result<PlainKey, VerifyError> {
     let key = match arg {
         Some(k) if k != "-" => k.to_string(),
         _ => {
             let mut input = String::new();
             std::io::stdin()
                 .read_to_string(&mut input)
-                .map_err(|e| format!("reading the key from stdin: {e}"))?;
+                .map_err(VerifyError::Stdin)?;
             input.trim_end_matches(['\n', '\r']).to_string()
         }
     };
     if key.is_empty() {
-        return Err("no key given: pass it on stdin (recommended) or as an argument".into());
+        return Err(VerifyError::NoKey);
     }
     Ok(PlainKey::new(key))
 }
 
 /// POSTs the key to `{url}/v1/keys/verify`; returns the verifier's JSON answer.
-pub async fn ask(url: &str, key: &PlainKey) -> Result<serde_json::Value, String> {
+pub async fn ask(url: &str, key: &PlainKey) -> Result<serde_json::Value, VerifyError> {
     let endpoint = format!("{}/v1/keys/verify", url.trim_end_matches('/'));
-    let client = crate::outbound::client(Some(std::time::Duration::from_secs(30)), None)
-        .map_err(|e| e.to_string())?;
+    let client = crate::outbound::client(Some(std::time::Duration::from_secs(30)), None)?;
     let response = client
         .post(&endpoint)
         .json(&serde_json::json!({"key": key.expose()}))
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "asking the verifier at {url}: {}",
-                crate::outbound::describe(&e)
-            )
+        .map_err(|e| VerifyError::Unreachable {
+            url: url.to_string(),
+            detail: crate::outbound::describe(&e),
         })?;
     let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| format!("reading the verifier's answer: {e}"))?;
+    let bytes = response.bytes().await.map_err(VerifyError::Read)?;
     if !status.is_success() {
-        return Err(format!("the verifier at {url} answered {status}"));
+        return Err(VerifyError::Status {
+            url: url.to_string(),
+            status,
+        });
     }
-    serde_json::from_slice(&bytes).map_err(|e| format!("the verifier's answer is not JSON: {e}"))
+    serde_json::from_slice(&bytes).map_err(VerifyError::NotJson)
 }
 
 /// One line for people: `VALID default/billing (owner team-billing)`.
