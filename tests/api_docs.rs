@@ -181,3 +181,38 @@ fn every_field_of_every_kind_has_a_row() {
         }
     }
 }
+
+/// An example whose header points at the page points at its own kind's section.
+#[test]
+fn examples_point_to_their_kind_on_the_page() {
+    let page = reference::markdown(&crd::crds());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut pointers = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
+        let path = entry.expect("readable entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable example");
+        let Some((_, anchor)) = text
+            .lines()
+            .next()
+            .and_then(|l| l.split_once("docs/api.md#"))
+        else {
+            continue;
+        };
+        let kind = text
+            .lines()
+            .find_map(|l| l.strip_prefix("kind: "))
+            .map(str::trim)
+            .expect("an example has a kind");
+        assert_eq!(anchor, kind.to_lowercase(), "{}", path.display());
+        assert!(
+            page.contains(&format!("\n## {kind}\n")),
+            "{}: no section for {kind}",
+            path.display()
+        );
+        pointers += 1;
+    }
+    assert!(pointers >= 3, "only {pointers} examples point to the page");
+}
