@@ -1,10 +1,12 @@
 //! The public API: the three custom resource kinds of group `keyward.dev` (DESIGN §1), the
-//! labels and annotations keyward puts on what it manages, and the CRD generator.
+//! labels and annotations keyward puts on what it manages, the CRD generator, and the API
+//! reference rendered from the CRDs.
 
 mod apikey;
 mod common;
 mod pool;
 mod provider;
+pub mod reference;
 mod rules;
 mod schema;
 
