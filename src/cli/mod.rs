@@ -66,6 +66,9 @@ pub enum Command {
         /// The verifier.
         #[arg(long, default_value = "http://127.0.0.1:8180")]
         url: String,
+        /// Trust this PEM CA bundle too, for an https:// verifier with its own CA.
+        #[arg(long, value_name = "PATH")]
+        ca_file: Option<PathBuf>,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
@@ -193,7 +196,12 @@ pub fn main() -> ExitCode {
             telemetry::init(cli.log_format, "info,kube=warn,hyper=warn,tower=warn");
             block_on(async { Ok(run::run(args, connect).await?) })
         }
-        Command::Verify { key, url, output } => {
+        Command::Verify {
+            key,
+            url,
+            ca_file,
+            output,
+        } => {
             let key = match verify::read_key(key.as_deref()) {
                 Ok(k) => k,
                 Err(e) => {
@@ -203,7 +211,7 @@ pub fn main() -> ExitCode {
             };
             let mut valid = false;
             let result = block_on(async {
-                let answer = verify::ask(&url, &key).await?;
+                let answer = verify::ask(&url, ca_file.as_deref(), &key).await?;
                 valid = answer["valid"].as_bool() == Some(true);
                 match output {
                     Output::Json => println!("{answer}"),

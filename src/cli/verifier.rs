@@ -26,7 +26,8 @@ pub struct VerifierArgs {
     pub defences: DefenceArgs,
 }
 
-/// The verifier's defences against the network (DESIGN §6).
+/// How the verifier serves: its defences against the network (DESIGN §6), TLS and usage
+/// flushing.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DefenceArgs {
     /// Time a client has to send a request's head (and a JSON body), from its first byte.
@@ -42,6 +43,18 @@ pub struct DefenceArgs {
     /// `/readyz` fails once the index's watch has been down this long.
     #[arg(long, default_value = "5m", value_parser = positive_duration)]
     pub max_index_age: Duration,
+    /// Serve TLS with this PEM certificate (chain); reloaded when the file changes.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert; reloaded when the file changes.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// How often usage counts are added to ApiKey.status.usage.
+    #[arg(long, default_value = "60s", value_parser = positive_duration)]
+    pub usage_flush_interval: Duration,
+    /// Status writes per second at most when flushing usage, across all keys.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub usage_flush_max_writes_per_second: u32,
 }
 
 impl DefenceArgs {
@@ -57,6 +70,17 @@ impl DefenceArgs {
                 }),
         };
         options.max_index_age = self.max_index_age;
+        options.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::verifier::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        options.usage = crate::verifier::usage::UsageOptions {
+            flush_every: self.usage_flush_interval,
+            writes_per_second: self.usage_flush_max_writes_per_second,
+        };
     }
 }
 

@@ -47,9 +47,13 @@ pub fn read_key(arg: Option<&str>) -> Result<PlainKey, VerifyError> {
 }
 
 /// POSTs the key to `{url}/v1/keys/verify`; returns the verifier's JSON answer.
-pub async fn ask(url: &str, key: &PlainKey) -> Result<serde_json::Value, VerifyError> {
+pub async fn ask(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    key: &PlainKey,
+) -> Result<serde_json::Value, VerifyError> {
     let endpoint = format!("{}/v1/keys/verify", url.trim_end_matches('/'));
-    let client = crate::outbound::client(Some(std::time::Duration::from_secs(30)), None)?;
+    let client = crate::outbound::client(Some(std::time::Duration::from_secs(30)), ca_file)?;
     let response = client
         .post(&endpoint)
         .json(&serde_json::json!({"key": key.expose()}))

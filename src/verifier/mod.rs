@@ -9,6 +9,7 @@ pub mod consume;
 pub mod index;
 pub mod ratelimit;
 pub mod server;
+pub mod tls;
 pub mod usage;
 
 use std::collections::{HashSet, VecDeque};
@@ -66,6 +67,8 @@ pub struct Options {
     pub limits: server::Limits,
     /// How long the index may go without its watch before `/readyz` fails.
     pub max_index_age: Duration,
+    /// Serve over TLS with this pair, reloaded when the files change.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for Options {
@@ -76,6 +79,7 @@ impl Default for Options {
             usage: usage::UsageOptions::default(),
             limits: server::Limits::default(),
             max_index_age: MAX_INDEX_AGE,
+            tls: None,
         }
     }
 }
@@ -712,6 +716,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub verifier: Arc<Verifier>,
     pub server: server::Handle,
+    /// The TLS pair being served, when serving TLS.
+    pub tls: Option<Arc<tls::Reloading>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -742,6 +748,13 @@ pub async fn start(
     hash_namespace: &str,
     options: Options,
 ) -> std::io::Result<Running> {
+    let tls = match &options.tls {
+        Some(files) => Some(
+            tls::Reloading::load(files.clone())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        ),
+        None => None,
+    };
     let verifier = Verifier::new(client.clone(), hash_namespace, options);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -760,12 +773,17 @@ pub async fn start(
         })
     };
     let app = router(verifier.clone());
-    let (handle, serving) = server::serve(listener, app, verifier.options.limits);
+    let (handle, serving) = server::serve(listener, app, verifier.options.limits, tls.clone());
     let server = tokio::spawn(serving);
+    let mut tasks = vec![feed, server, flusher];
+    if let Some(t) = &tls {
+        tasks.push(tokio::spawn(t.clone().watch()));
+    }
     Ok(Running {
         addr: bound,
         verifier,
         server: handle,
-        tasks: vec![feed, server, flusher],
+        tls,
+        tasks,
     })
 }

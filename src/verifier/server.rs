@@ -226,11 +226,13 @@ impl Handle {
     }
 }
 
-/// Serves `app` on `listener` within `limits` until drained.
+/// Serves `app` on `listener` within `limits` until drained; over TLS when `tls` is set (the
+/// handshake counts as part of the first request's head).
 pub fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Arc<super::tls::Reloading>>,
 ) -> (Handle, impl Future<Output = ()>) {
     let registry = Arc::new(Registry::default());
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -240,7 +242,7 @@ pub fn serve(
         in_flight: in_flight.clone(),
         drain,
     };
-    let run = accept_loop(listener, app, limits, registry, in_flight, draining);
+    let run = accept_loop(listener, app, limits, tls, registry, in_flight, draining);
     (handle, run)
 }
 
@@ -248,6 +250,7 @@ async fn accept_loop(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Arc<super::tls::Reloading>>,
     registry: Arc<Registry>,
     in_flight: Arc<AtomicUsize>,
     mut draining: watch::Receiver<bool>,
@@ -292,8 +295,25 @@ async fn accept_loop(
         let app = app.clone();
         let in_flight = in_flight.clone();
         let draining = draining.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            connection(stream, conn, app, limits, in_flight, draining).await;
+            let tracked = Tracked {
+                inner: stream,
+                conn: conn.clone(),
+            };
+            match tls {
+                None => connection(tracked, conn, app, limits, in_flight, draining).await,
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                    // The handshake is part of the head: the same timeout bounds it.
+                    let accepted =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tracked))
+                            .await;
+                    if let Ok(Ok(stream)) = accepted {
+                        connection(stream, conn, app, limits, in_flight, draining).await;
+                    }
+                }
+            }
             registry.remove(id);
         });
     }
@@ -329,18 +349,17 @@ impl Drop for BusyGuard {
     }
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<I>(
+    stream: I,
     conn: Arc<Conn>,
     app: Router,
     limits: Limits,
     in_flight: Arc<AtomicUsize>,
     mut draining: watch::Receiver<bool>,
-) {
-    let io = TokioIo::new(Tracked {
-        inner: stream,
-        conn: conn.clone(),
-    });
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(stream);
     let service = {
         let conn = conn.clone();
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
