@@ -305,3 +305,134 @@ async fn usage_is_flushed_in_batches_and_replicas_add_up() {
         "the controller's status stays"
     );
 }
+
+/// The sum of the samples of `name` (exact metric name, any labels) in `text`.
+fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                && l.contains(labels)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_success_cache_stays_honest_and_every_metric_moves() {
+    let op = Operator::start().await;
+    op.apply("m-ok", json!({"owner": "team-m"})).await;
+    op.apply("m-slow", json!({"rateLimit": {"requestsPerMinute": 1}}))
+        .await;
+    op.apply("m-grace", json!({"rotation": {"gracePeriod": "2s"}}))
+        .await;
+    for name in ["m-ok", "m-slow", "m-grace"] {
+        op.wait_ready(name).await;
+    }
+    let running = common::operator::verifier(&op, 429).await;
+    let addr = running.addr.to_string();
+    let v = running.verifier.clone();
+    let ok = op.key_in("m-ok", "api-key").await.expect("key");
+    until_code(&addr, &ok, "VALID").await;
+    // A proven key is answered from the cache next time.
+    let (hits, _) = v.success_cache();
+    assert_eq!(
+        tokio::task::block_in_place(|| verify_json(&addr, &ok))["code"],
+        "VALID"
+    );
+    assert!(v.success_cache().0 > hits, "served from the cache");
+    // Its record changes: the cache never answers from the old one.
+    op.apply("m-ok", json!({"owner": "team-m", "disabled": true}))
+        .await;
+    until_code(&addr, &ok, "DISABLED").await;
+    // The rate limit applies to cached answers too.
+    let slow = op.key_in("m-slow", "api-key").await.expect("key");
+    until_code(&addr, &slow, "VALID").await;
+    assert_eq!(
+        tokio::task::block_in_place(|| verify_json(&addr, &slow))["code"],
+        "RATE_LIMITED"
+    );
+    // Expiry too: a cached previous key stops at the end of its grace.
+    let old = op.key_in("m-grace", "api-key").await.expect("key");
+    until_code(&addr, &old, "VALID").await;
+    let patch = json!({"metadata": {"annotations": {"keyward.dev/rotate": "1"}}});
+    op.apikeys()
+        .patch("m-grace", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("rotate");
+    let new = op.key_in("m-grace", "api-key").await.expect("key");
+    let _ = new;
+    common::eventually("the previous key to stop after its grace", || async {
+        let answer = tokio::task::block_in_place(|| verify_json(&addr, &old));
+        (answer["code"] == "EXPIRED" || answer["code"] == "NOT_FOUND").then_some(())
+    })
+    .await;
+
+    // Metrics: each moves in the scenario that produces it.
+    let idle: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connects"))
+        .collect();
+    common::eventually("usage to be flushed", || async {
+        let text = v.metrics_text();
+        (metric(&text, "keyward_verifier_usage_flush_writes_total", "") >= 1.0).then_some(())
+    })
+    .await;
+    let text = v.metrics_text();
+    assert!(
+        metric(&text, "keyward_verifier_answers_total", "code=\"VALID\"") >= 3.0,
+        "{text}"
+    );
+    assert!(metric(&text, "keyward_verifier_answers_total", "code=\"DISABLED\"") >= 1.0);
+    assert!(
+        metric(
+            &text,
+            "keyward_verifier_answers_total",
+            "code=\"RATE_LIMITED\""
+        ) >= 1.0
+    );
+    assert!(metric(&text, "keyward_verifier_answer_duration_seconds_count", "") >= 5.0);
+    assert!(metric(&text, "keyward_verifier_index_records", "") >= 3.0);
+    assert!(metric(&text, "keyward_verifier_success_cache_hits_total", "") >= 1.0);
+    assert_eq!(
+        metric(&text, "keyward_verifier_index_sync_age_seconds", ""),
+        0.0
+    );
+    common::eventually("the idle connections to be counted", || async {
+        let text = v.metrics_text();
+        (metric(&text, "keyward_verifier_open_connections", "") >= 3.0).then_some(())
+    })
+    .await;
+    drop(idle);
+    // A flush the API server refuses is counted and kept.
+    if let Some(hooks) = op.hooks("the_success_cache_stays_honest_and_every_metric_moves") {
+        hooks.add_fault(
+            keyward_emulator::Fault::new(
+                "patch",
+                "apikeys/status",
+                1,
+                keyward_emulator::FaultAction::Fail(500),
+            )
+            .times(1_000),
+        );
+        let fresh = op.key_in("m-slow", "api-key").await.expect("key");
+        let _ = tokio::task::block_in_place(|| verify_json(&addr, &fresh));
+        let _ = tokio::task::block_in_place(|| verify_json(&addr, &old));
+        op.apply("m-ok", json!({"owner": "team-m"})).await;
+        until_code(&addr, &ok, "VALID").await;
+        common::eventually("a failed flush to be counted", || async {
+            let text = v.metrics_text();
+            (metric(&text, "keyward_verifier_usage_flush_failures_total", "") >= 1.0).then_some(())
+        })
+        .await;
+        hooks.clear_faults();
+    }
+    // Nothing about a key in any label.
+    let text = v.metrics_text();
+    for secret in [&ok, &slow, &old] {
+        assert!(!text.contains(secret.as_str()));
+        assert!(!text.contains(&secret[secret.len() - 20..]));
+    }
+    assert!(!text.contains("team-m") && !text.contains("m-ok"), "{text}");
+    running.stop();
+}

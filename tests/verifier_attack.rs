@@ -174,6 +174,12 @@ async fn clients_that_hang_up_cannot_push_argon2_past_the_hash_workers() {
     );
     let (_, _, runs_after) = keyward::keys::hash::argon2_runs();
     assert!(runs_after > runs_before, "the lost key needed argon2");
+    // Proven once, it is answered from the success cache: no second argon2 run.
+    assert_eq!(
+        tokio::task::block_in_place(|| verify_json(&addr, &lost))["code"],
+        "VALID"
+    );
+    assert_eq!(keyward::keys::hash::argon2_runs().2, runs_after, "cached");
 
     let threads_before = threads();
     let peak_threads = Arc::new(std::sync::atomic::AtomicUsize::new(threads_before));
@@ -249,6 +255,13 @@ async fn clients_that_hang_up_cannot_push_argon2_past_the_hash_workers() {
     }
     let (_, peak, runs_after) = keyward::keys::hash::argon2_runs();
     assert!(runs_after > runs_before, "the flood reached argon2");
+    let text = running.verifier.metrics_text();
+    let runs_metric: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("keyward_verifier_argon2_runs_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("argon2 runs metric");
+    assert!(runs_metric >= 1.0, "{text}");
     assert!(peak <= workers, "{peak} argon2 runs at once");
     running.stop();
 }

@@ -57,13 +57,16 @@ impl Source {
 /// One verifiable key.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// The name of the record Secret it came from.
+    pub record: Arc<str>,
     pub source: Arc<Source>,
     pub key: KeyHash,
     pub role: Role,
 }
 
-fn entries(source: &Arc<Source>) -> Vec<Entry> {
+fn entries(record: &Arc<str>, source: &Arc<Source>) -> Vec<Entry> {
     let entry = |key: &KeyHash, role: Role| Entry {
+        record: record.clone(),
         source: source.clone(),
         key: key.clone(),
         role,
@@ -140,7 +143,7 @@ impl Index {
     pub fn upsert(&mut self, name: &str, source: Source) {
         self.remove(name);
         let source = Arc::new(source);
-        let new = entries(&source);
+        let new = entries(&Arc::from(name), &source);
         if let Some(f) = source.format()
             && self.format_counts.add(f)
         {
@@ -217,6 +220,15 @@ impl Index {
             } => Some((record.clone(), resource_version.clone())),
             Source::ApiKey(_) => None,
         }
+    }
+
+    /// Whether `entry` is still what the index holds for its record (the record has not
+    /// changed or gone since the entry was read).
+    pub fn still_current(&self, entry: &Entry) -> bool {
+        self.records
+            .get(&*entry.record)
+            .and_then(|entries| entries.first())
+            .is_some_and(|e| Arc::ptr_eq(&e.source, &entry.source))
     }
 
     /// Records indexed.

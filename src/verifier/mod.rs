@@ -7,6 +7,7 @@
 pub mod check;
 pub mod consume;
 pub mod index;
+pub mod metrics;
 pub mod ratelimit;
 pub mod server;
 pub mod tls;
@@ -45,6 +46,9 @@ use crate::record::{HashRecord, SingleUseRecord};
 const ARGON2_QUEUE: usize = 64;
 /// Wrong keys remembered so they never cost a second argon2 run.
 const NEGATIVE_CACHE: usize = 4096;
+/// Keys whose secret was proven, remembered so their next presentation skips the keyed
+/// hash (and, under a lost pepper, argon2).
+const SUCCESS_CACHE: usize = 10_000;
 /// Largest body of `POST /v1/keys/verify`.
 pub const MAX_JSON_BODY: usize = 4096;
 /// Default for how long the index may go without its watch before `/readyz` fails.
@@ -119,6 +123,30 @@ impl Negative {
     }
 }
 
+/// Entries of keys whose secret a presentation proved, by a hash of the whole presented
+/// key, oldest forgotten first. An entry counts only while the index still holds its
+/// record unchanged; its state (disabled, expiry, grace) is evaluated again each time, and
+/// the rate limit applies after. Single-use keys are never cached.
+#[derive(Default)]
+struct Success {
+    map: std::collections::HashMap<[u8; 32], index::Entry>,
+    order: VecDeque<[u8; 32]>,
+    hits: u64,
+}
+
+impl Success {
+    fn insert(&mut self, digest: [u8; 32], entry: index::Entry) {
+        if self.map.insert(digest, entry).is_none() {
+            self.order.push_back(digest);
+            while self.order.len() > SUCCESS_CACHE {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 /// Whether the index's watch is down, and since when.
 #[derive(Default)]
 struct FeedHealth {
@@ -158,6 +186,10 @@ pub struct Verifier {
     /// the controllers, and never waits when the queue is full.
     hashing: crate::hashing::Caller,
     negative: Mutex<Negative>,
+    success: Mutex<Success>,
+    metrics: metrics::VerifierMetrics,
+    /// The HTTP server's handle, once serving (for `/metrics`).
+    server: std::sync::OnceLock<server::Handle>,
     turns: consume::Turns,
     options: Options,
     usage: usage::Usage,
@@ -180,6 +212,9 @@ impl Verifier {
             draining: AtomicBool::new(false),
             feed_health: Mutex::new(FeedHealth::default()),
             negative: Mutex::new(Negative::default()),
+            success: Mutex::new(Success::default()),
+            metrics: metrics::VerifierMetrics::default(),
+            server: std::sync::OnceLock::new(),
             turns: consume::Turns::default(),
             options,
             usage: usage::Usage::default(),
@@ -318,14 +353,84 @@ impl Verifier {
         }
     }
 
+    /// The metrics text, as `/metrics` serves it.
+    pub fn metrics_text(&self) -> String {
+        let stats = self.hashing.pool().stats();
+        let (hits, _) = self.success_cache();
+        let down = self
+            .feed_health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .down_for(Instant::now());
+        let index_records = self.index.read().unwrap_or_else(|p| p.into_inner()).len();
+        self.metrics.encode(metrics::Snapshot {
+            index_records,
+            index_down_seconds: down.as_secs_f64(),
+            argon2_running: stats.running,
+            argon2_queued: stats.queued,
+            argon2_started: stats.started,
+            open_connections: self
+                .server
+                .get()
+                .map_or(0, server::Handle::open_connections),
+            cache_hits: hits,
+        })
+    }
+
+    /// Answers served from the success cache so far, and its size.
+    pub fn success_cache(&self) -> (u64, usize) {
+        let cache = self.success.lock().unwrap_or_else(|p| p.into_inner());
+        (cache.hits, cache.map.len())
+    }
+
+    /// The cached entry of `digest`, if its record is unchanged.
+    fn cached(&self, digest: &[u8; 32]) -> Option<index::Entry> {
+        let entry = self
+            .success
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .get(digest)
+            .cloned()?;
+        let current = self
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .still_current(&entry);
+        let mut cache = self.success.lock().unwrap_or_else(|p| p.into_inner());
+        if current {
+            cache.hits += 1;
+            Some(entry)
+        } else {
+            cache.map.remove(digest);
+            None
+        }
+    }
+
     /// Checks a key, then its rate limit.
     pub async fn verify(self: &Arc<Self>, key: &str) -> (Verdict, Option<Decision>) {
-        let mut verdict = match self.quick(key) {
-            Outcome::Decided(v) => v,
-            Outcome::Argon2 {
-                candidates,
-                otherwise,
-            } => self.slow(key, candidates, otherwise).await,
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let mut verdict = match self.cached(&digest) {
+            Some(entry) => check::evaluate(&entry, jiff::Timestamp::now()),
+            None => {
+                let verdict = match self.quick(key) {
+                    Outcome::Decided(v) => v,
+                    Outcome::Argon2 {
+                        candidates,
+                        otherwise,
+                    } => self.slow(key, candidates, otherwise).await,
+                };
+                // The secret was proven: remember it (never a single-use key).
+                if let Some(entry) = &verdict.entry
+                    && entry.role != index::Role::SingleUse
+                {
+                    self.success
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(digest, entry.clone());
+                }
+                verdict
+            }
         };
         if verdict.consumes() {
             verdict = self.consume(verdict).await;
@@ -359,7 +464,9 @@ impl Verifier {
 
     /// Writes pending usage now (also done every `usage.flush_every`).
     pub async fn flush_usage(&self, client: &Client) {
-        self.usage.flush(client, &self.options.usage).await;
+        self.usage
+            .flush(client, &self.options.usage, &self.metrics)
+            .await;
     }
 
     /// What a Secret of the hash namespace means to the index, if anything.
@@ -564,11 +671,20 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
 
 /// `/verify` and any path under it, any method (Envoy ext_authz, Traefik forwardAuth).
 async fn verify_forward(State(verifier): State<Arc<Verifier>>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
     let key = match presented_key(&headers) {
         Ok(key) => key,
-        Err(no) => return no_key(no),
+        Err(no) => {
+            verifier
+                .metrics
+                .answered(Code::Malformed.as_str(), started.elapsed().as_secs_f64());
+            return no_key(no);
+        }
     };
     let (verdict, limit) = verifier.verify(&key).await;
+    verifier
+        .metrics
+        .answered(verdict.code.as_str(), started.elapsed().as_secs_f64());
     let status = match verdict.code {
         Code::Valid => StatusCode::OK,
         Code::Disabled => StatusCode::FORBIDDEN,
@@ -668,12 +784,21 @@ async fn read_verify_request(body: Body, within: Duration) -> Result<VerifyReque
 
 /// `POST /v1/keys/verify {"key": "..."}`: always 200 with the verdict (like Unkey).
 async fn verify_json(State(verifier): State<Arc<Verifier>>, body: Body) -> Response {
+    let started = Instant::now();
     let within = verifier.options.limits.header_read_timeout;
     let key = match read_verify_request(body, within).await {
         Ok(request) => request.key,
-        Err(refusal) => return refusal,
+        Err(refusal) => {
+            verifier
+                .metrics
+                .answered("REFUSED", started.elapsed().as_secs_f64());
+            return refusal;
+        }
     };
     let (verdict, limit) = verifier.verify(&key).await;
+    verifier
+        .metrics
+        .answered(verdict.code.as_str(), started.elapsed().as_secs_f64());
     let mut answer = json!({"valid": verdict.code == Code::Valid, "code": verdict.code});
     // Only a holder of the key learns whose it is (the check proved the secret first).
     if let Some(entry) = &verdict.entry {
@@ -699,6 +824,18 @@ pub fn router(verifier: Arc<Verifier>) -> Router {
         .route("/verify/{*rest}", any(verify_forward))
         .route("/v1/keys/verify", post(verify_json))
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|State(v): State<Arc<Verifier>>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    v.metrics_text(),
+                )
+            }),
+        )
         .route(
             "/readyz",
             get(|State(v): State<Arc<Verifier>>| async move {
@@ -768,12 +905,13 @@ pub async fn start(
         tokio::spawn(async move {
             verifier
                 .usage
-                .flush_forever(client, verifier.options.usage.clone())
+                .flush_forever(client, verifier.options.usage.clone(), &verifier.metrics)
                 .await
         })
     };
     let app = router(verifier.clone());
     let (handle, serving) = server::serve(listener, app, verifier.options.limits, tls.clone());
+    let _ = verifier.server.set(handle.clone());
     let server = tokio::spawn(serving);
     let mut tasks = vec![feed, server, flusher];
     if let Some(t) = &tls {

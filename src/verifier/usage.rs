@@ -86,15 +86,25 @@ impl Usage {
     }
 
     /// Flushes every `flush_every` until the task is dropped.
-    pub async fn flush_forever(&self, client: Client, options: UsageOptions) {
+    pub async fn flush_forever(
+        &self,
+        client: Client,
+        options: UsageOptions,
+        metrics: &super::metrics::VerifierMetrics,
+    ) {
         loop {
             tokio::time::sleep(options.flush_every).await;
-            self.flush(&client, &options).await;
+            self.flush(&client, &options, metrics).await;
         }
     }
 
     /// Writes each used key's delta; failures keep the delta for the next flush.
-    pub async fn flush(&self, client: &Client, options: &UsageOptions) {
+    pub async fn flush(
+        &self,
+        client: &Client,
+        options: &UsageOptions,
+        metrics: &super::metrics::VerifierMetrics,
+    ) {
         let pause = Duration::from_secs(1) / options.writes_per_second.max(1);
         for (target, delta) in self.take() {
             let api: Api<ApiKey> = Api::namespaced(client.clone(), &target.namespace);
@@ -126,6 +136,7 @@ impl Usage {
                     .await
                 {
                     Ok(_) => {
+                        metrics.usage_writes.inc();
                         written = true;
                         break;
                     }
@@ -138,6 +149,7 @@ impl Usage {
                 }
             }
             if !written {
+                metrics.usage_failures.inc();
                 self.put_back(target, delta);
             }
             tokio::time::sleep(pause).await;
