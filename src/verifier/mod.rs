@@ -822,6 +822,8 @@ pub fn router(verifier: Arc<Verifier>) -> Router {
     Router::new()
         .route("/verify", any(verify_forward))
         .route("/verify/{*rest}", any(verify_forward))
+        // The catch-all needs a segment; Envoy asks about `/` as `/verify/`.
+        .route("/verify/", any(verify_forward))
         .route("/v1/keys/verify", post(verify_json))
         .route("/healthz", get(|| async { "ok" }))
         .route(
