@@ -36,26 +36,16 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        fill: 1000,
-        takes: 200,
-        big: 10_000,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or_else(|| panic!("{flag} needs a number"))
-        };
-        match flag.as_str() {
-            "--fill" => a.fill = value(),
-            "--takes" => a.takes = value(),
-            "--big" => a.big = value(),
-            other => panic!("unknown flag {other} (--fill, --takes, --big)"),
-        }
+    let [fill, takes, big] = bench::numeric_flags([
+        ("--fill", Some(1000)),
+        ("--takes", Some(200)),
+        ("--big", Some(10_000)),
+    ]);
+    Args {
+        fill: fill.unwrap_or(1000) as usize,
+        takes: takes.unwrap_or(200) as usize,
+        big: big.unwrap_or(10_000) as usize,
     }
-    a
 }
 
 /// Set once the figures are taken: the watches may end quietly.

@@ -30,30 +30,18 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        keys: 1000,
-        steady_seconds: 120,
-        unrelated: 10_000,
-        hash_workers: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("{flag} needs a number"))
-        };
-        match flag.as_str() {
-            "--keys" => a.keys = value() as usize,
-            "--steady-seconds" => a.steady_seconds = value(),
-            "--unrelated" => a.unrelated = value() as usize,
-            "--hash-workers" => a.hash_workers = Some(value() as usize),
-            other => panic!(
-                "unknown flag {other} (--keys, --steady-seconds, --unrelated, --hash-workers)"
-            ),
-        }
+    let [keys, steady_seconds, unrelated, hash_workers] = bench::numeric_flags([
+        ("--keys", Some(1000)),
+        ("--steady-seconds", Some(120)),
+        ("--unrelated", Some(10_000)),
+        ("--hash-workers", None),
+    ]);
+    Args {
+        keys: keys.unwrap_or(1000) as usize,
+        steady_seconds: steady_seconds.unwrap_or(120),
+        unrelated: unrelated.unwrap_or(10_000) as usize,
+        hash_workers: hash_workers.map(|w| w as usize),
     }
-    a
 }
 
 #[tokio::main]

@@ -36,53 +36,10 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        seconds: 10,
-        idle: 5000,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("{flag} needs a number"))
-        };
-        match flag.as_str() {
-            "--seconds" => a.seconds = value(),
-            "--idle" => a.idle = value() as usize,
-            other => panic!("unknown flag {other} (--seconds, --idle)"),
-        }
-    }
-    a
-}
-
-async fn apply(client: &kube::Client, name: &str, spec: serde_json::Value) {
-    let body = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey",
-        "metadata": {"name": name}, "spec": spec});
-    Api::<ApiKey>::default_namespaced(client.clone())
-        .patch(name, &PatchParams::apply("bench"), &Patch::Apply(&body))
-        .await
-        .expect("ApiKey applied");
-}
-
-/// The key in Secret `name`, once it is there and differs from `not`.
-async fn key(client: &kube::Client, name: &str, not: Option<&str>) -> String {
-    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
-    let started = Instant::now();
-    loop {
-        if let Ok(Some(s)) = secrets.get_opt(name).await
-            && let Some(k) = s.data.as_ref().and_then(|d| d.get("api-key"))
-        {
-            let k = String::from_utf8_lossy(&k.0).into_owned();
-            if Some(k.as_str()) != not {
-                return k;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no key in {name}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let [seconds, idle] = bench::numeric_flags([("--seconds", Some(10)), ("--idle", Some(5000))]);
+    Args {
+        seconds: seconds.unwrap_or(10),
+        idle: idle.unwrap_or(5000) as usize,
     }
 }
 
@@ -244,21 +201,21 @@ async fn main() {
     let (_emulator, client, op) = bench::start(&binary, dir.path(), &[]).await;
 
     eprintln!("verifier bench: issuing keys");
-    apply(&client, "valid", json!({})).await;
-    apply(
+    bench::apply_apikey(&client, "valid", json!({})).await;
+    bench::apply_apikey(
         &client,
         "victim",
         json!({"rotation": {"gracePeriod": "24h"}}),
     )
     .await;
-    let valid = key(&client, "valid", None).await;
-    let lost = key(&client, "victim", None).await;
+    let valid = bench::key_in(&client, "valid", None).await;
+    let lost = bench::key_in(&client, "victim", None).await;
     let rotate = json!({"metadata": {"annotations": {"keyward.dev/rotate": "1"}}});
     Api::<ApiKey>::default_namespaced(client.clone())
         .patch("victim", &PatchParams::default(), &Patch::Merge(&rotate))
         .await
         .expect("rotate");
-    let _current = key(&client, "victim", Some(&lost)).await;
+    let _current = bench::key_in(&client, "victim", Some(&lost)).await;
     // Lose the pepper the previous key's record was made under: stop the operator, delete
     // the pepper Secret, start again (a new pepper; current keys are re-keyed, the
     // previous one cannot be).

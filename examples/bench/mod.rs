@@ -249,3 +249,57 @@ pub fn spawn(
 pub fn kubeconfig(dir: &std::path::Path) -> PathBuf {
     dir.join("kubeconfig")
 }
+
+/// The benchmark's `--NAME N` flags: each known flag with its default (`None`: unset). An
+/// unknown flag or a missing number stops the benchmark, listing the known ones.
+pub fn numeric_flags<const N: usize>(known: [(&str, Option<u64>); N]) -> [Option<u64>; N] {
+    let mut values = known.map(|(_, default)| default);
+    let names: Vec<&str> = known.iter().map(|(name, _)| *name).collect();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let Some(i) = names.iter().position(|n| *n == flag) else {
+            panic!("unknown flag {flag} ({})", names.join(", "));
+        };
+        let value = it
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{flag} needs a number"));
+        values[i] = Some(value);
+    }
+    values
+}
+
+/// Server-side applies an ApiKey `name` with `spec` in the default namespace.
+pub async fn apply_apikey(client: &kube::Client, name: &str, spec: serde_json::Value) {
+    let body = json!({"apiVersion": "keyward.dev/v1alpha1", "kind": "ApiKey",
+        "metadata": {"name": name}, "spec": spec});
+    Api::<keyward::crd::ApiKey>::default_namespaced(client.clone())
+        .patch(
+            name,
+            &kube::api::PatchParams::apply("bench"),
+            &kube::api::Patch::Apply(&body),
+        )
+        .await
+        .expect("ApiKey applied");
+}
+
+/// The key in Secret `name` (data `api-key`), once it is there and differs from `not`.
+pub async fn key_in(client: &kube::Client, name: &str, not: Option<&str>) -> String {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::default_namespaced(client.clone());
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(s)) = secrets.get_opt(name).await
+            && let Some(k) = s.data.as_ref().and_then(|d| d.get("api-key"))
+        {
+            let k = String::from_utf8_lossy(&k.0).into_owned();
+            if Some(k.as_str()) != not {
+                return k;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no key in Secret {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
