@@ -33,14 +33,7 @@ use super::{Context, FIELD_MANAGER, SetupError};
 use crate::crd::labels;
 use crate::keys::Pepper;
 
-/// Name of the pepper Secret in the hash namespace.
-pub const PEPPER_SECRET: &str = "keyward-pepper";
-/// The data key of the current pepper.
-pub const PEPPER_KEY: &str = "pepper";
-/// The data key of the previous pepper, present during a change.
-pub const PREVIOUS_KEY: &str = "pepper-previous";
-/// Shortest pepper accepted (bytes).
-pub const MIN_PEPPER_BYTES: usize = 32;
+pub use crate::keys::pepper_secret::{MIN_PEPPER_BYTES, PEPPER_KEY, PEPPER_SECRET, PREVIOUS_KEY};
 
 /// How soon a write refused because the cache was stale is decided again.
 const STALE_RETRY: Duration = Duration::from_millis(200);

@@ -37,9 +37,9 @@ use sha2::{Digest, Sha256};
 use self::check::{Code, Outcome, Peppers, Verdict};
 use self::index::{Index, Source};
 use self::ratelimit::{Decision, Limiter};
-use crate::controller::pepper::{MIN_PEPPER_BYTES, PEPPER_KEY, PEPPER_SECRET, PREVIOUS_KEY};
 use crate::crd::labels;
 use crate::keys::Pepper;
+use crate::keys::pepper_secret::{MIN_PEPPER_BYTES, PEPPER_KEY, PEPPER_SECRET, PREVIOUS_KEY};
 use crate::record::{HashRecord, SingleUseRecord};
 
 /// argon2 verifications the verifier may have queued or running at once.
