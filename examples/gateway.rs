@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bench::{HASH_NS, keyward_binary};
 use k8s_openapi::api::core::v1::Secret;
 use keyward::crd::ApiKey;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 struct Args {
@@ -195,25 +195,8 @@ async fn main() {
         lost_keys.push(lost);
     }
     let (warm, lost) = (lost_keys[0].clone(), lost_keys[1].clone());
-    // Lose the pepper the previous key's record was made under (see the verifier bench).
-    drop(op);
-    Api::<Secret>::namespaced(client.clone(), HASH_NS)
-        .delete(keyward::controller::PEPPER_SECRET, &DeleteParams::default())
-        .await
-        .expect("pepper deleted");
-    let _op = bench::spawn(
-        &binary,
-        dir.path(),
-        "keyward-run-2",
-        &[
-            "run",
-            "--hash-namespace",
-            HASH_NS,
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    // Lose the pepper the previous key's record was made under.
+    let _op = bench::restart_without_pepper(&binary, dir.path(), &client, op).await;
     // TLS pair for (e).
     let ca_key = rcgen::KeyPair::generate().expect("key");
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");

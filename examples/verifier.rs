@@ -23,9 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bench::{HASH_NS, Operator, keyward_binary};
-use k8s_openapi::api::core::v1::Secret;
 use keyward::crd::ApiKey;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -216,27 +215,8 @@ async fn main() {
         .await
         .expect("rotate");
     let _current = bench::key_in(&client, "victim", Some(&lost)).await;
-    // Lose the pepper the previous key's record was made under: stop the operator, delete
-    // the pepper Secret, start again (a new pepper; current keys are re-keyed, the
-    // previous one cannot be).
-    drop(op);
-    Api::<Secret>::namespaced(client.clone(), HASH_NS)
-        .delete(keyward::controller::PEPPER_SECRET, &DeleteParams::default())
-        .await
-        .expect("pepper deleted");
-    let _op = bench::spawn(
-        &binary,
-        dir.path(),
-        "keyward-run-2",
-        &[
-            "run",
-            "--hash-namespace",
-            HASH_NS,
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    // Lose the pepper the previous key's record was made under.
+    let _op = bench::restart_without_pepper(&binary, dir.path(), &client, op).await;
     let verifier = bench::spawn(
         &binary,
         dir.path(),

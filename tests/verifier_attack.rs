@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::operator::{HASH_NS, Operator, until_code, verify_json};
+use common::operator::{Operator, until_code, verify_json};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -116,21 +116,7 @@ async fn verifier_on_pool(
     if let Some(age) = max_index_age {
         options.max_index_age = age;
     }
-    let running = keyward::verifier::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        op.client.clone(),
-        HASH_NS,
-        options,
-    )
-    .await
-    .expect("verifier starts");
-    let v = running.verifier.clone();
-    common::eventually("the verifier's index to sync", || {
-        let ready = v.is_ready();
-        async move { ready.then_some(()) }
-    })
-    .await;
-    running
+    common::operator::verifier_with(op, options).await
 }
 
 fn json_request(addr: &str, key: &str) -> Vec<u8> {

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::operator::{HASH_NS, Operator};
+use common::operator::Operator;
 use serde_json::json;
 
 /// A CA and a server certificate for 127.0.0.1/localhost signed by it: (CA PEM, cert PEM,
@@ -86,21 +86,7 @@ async fn start(op: &Operator, cert: PathBuf, key: PathBuf) -> keyward::verifier:
         tls: Some(keyward::verifier::tls::TlsFiles { cert, key }),
         ..Default::default()
     };
-    let running = keyward::verifier::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        op.client.clone(),
-        HASH_NS,
-        options,
-    )
-    .await
-    .expect("verifier starts over TLS");
-    let v = running.verifier.clone();
-    common::eventually("the index to sync", || {
-        let ready = v.is_ready();
-        async move { ready.then_some(()) }
-    })
-    .await;
-    running
+    common::operator::verifier_with(op, options).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

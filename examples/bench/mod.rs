@@ -303,3 +303,35 @@ pub async fn key_in(client: &kube::Client, name: &str, not: Option<&str>) -> Str
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Stops `op`, deletes the pepper Secret and starts `keyward run` again: it makes a new
+/// pepper and re-keys every current key, but previous keys cannot be re-keyed, so their
+/// records are left under a pepper nobody has (argon2 territory).
+pub async fn restart_without_pepper(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    client: &kube::Client,
+    op: Operator,
+) -> Operator {
+    drop(op);
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), HASH_NS)
+        .delete(
+            keyward::controller::PEPPER_SECRET,
+            &kube::api::DeleteParams::default(),
+        )
+        .await
+        .expect("pepper deleted");
+    spawn(
+        binary,
+        dir,
+        "keyward-run-2",
+        &[
+            "run",
+            "--hash-namespace",
+            HASH_NS,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        &[],
+    )
+}
