@@ -397,6 +397,31 @@ fn hash_record_labels(owner_label: &str, owner: &Owner) -> BTreeMap<String, Stri
     ])
 }
 
+/// What the pepper Secret holds, as far as keyward can use it (values shorter than
+/// [`MIN_PEPPER_BYTES`](crate::keys::pepper_secret::MIN_PEPPER_BYTES) count as absent).
+#[derive(Debug, Clone, Default)]
+pub struct StoredPeppers {
+    pub pepper: Option<crate::keys::Pepper>,
+    pub previous: Option<crate::keys::Pepper>,
+}
+
+impl StoredPeppers {
+    pub fn of(secret: &Secret) -> Self {
+        let read = |key: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .filter(|b| b.0.len() >= crate::keys::pepper_secret::MIN_PEPPER_BYTES)
+                .map(|b| crate::keys::Pepper::new(b.0.clone()))
+        };
+        Self {
+            pepper: read(crate::keys::pepper_secret::PEPPER_KEY),
+            previous: read(crate::keys::pepper_secret::PREVIOUS_KEY),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

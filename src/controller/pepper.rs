@@ -106,30 +106,7 @@ impl Live {
     }
 }
 
-/// What the pepper Secret holds, as far as keyward can use it (values shorter than
-/// [`MIN_PEPPER_BYTES`] count as absent).
-#[derive(Debug, Clone, Default)]
-pub struct Stored {
-    pub pepper: Option<Pepper>,
-    pub previous: Option<Pepper>,
-}
-
-impl Stored {
-    pub fn of(secret: &Secret) -> Self {
-        let read = |key: &str| {
-            secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .filter(|b| b.0.len() >= MIN_PEPPER_BYTES)
-                .map(|b| Pepper::new(b.0.clone()))
-        };
-        Self {
-            pepper: read(PEPPER_KEY),
-            previous: read(PREVIOUS_KEY),
-        }
-    }
-}
+pub use crate::record::StoredPeppers as Stored;
 
 /// A write to the pepper Secret.
 #[derive(Debug, Clone)]

@@ -38,8 +38,7 @@ use self::check::{Code, Outcome, Peppers, Verdict};
 use self::index::{Index, Source};
 use self::ratelimit::{Decision, Limiter};
 use crate::crd::labels;
-use crate::keys::Pepper;
-use crate::keys::pepper_secret::{MIN_PEPPER_BYTES, PEPPER_KEY, PEPPER_SECRET, PREVIOUS_KEY};
+use crate::keys::pepper_secret::PEPPER_SECRET;
 use crate::record::{HashRecord, SingleUseRecord};
 
 /// argon2 verifications the verifier may have queued or running at once.
@@ -495,17 +494,10 @@ impl Verifier {
 
     /// The pepper Secret, trusted by name only.
     fn apply_pepper(&self, secret: &Secret) {
-        let read = |key: &str| {
-            secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .filter(|b| b.0.len() >= MIN_PEPPER_BYTES)
-                .map(|b| Pepper::new(b.0.clone()))
-        };
+        let stored = crate::record::StoredPeppers::of(secret);
         let mut peppers = self.peppers.write().unwrap_or_else(|p| p.into_inner());
         let before = peppers.ids();
-        peppers.load(read(PEPPER_KEY), read(PREVIOUS_KEY));
+        peppers.load(stored.pepper, stored.previous);
         let after = peppers.ids();
         if after != before {
             tracing::info!(peppers = ?after, "verifier peppers (current first)");
