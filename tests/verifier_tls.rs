@@ -297,3 +297,77 @@ async fn every_code_over_tls_and_through_certificate_swaps() {
     assert_eq!(out.status.code(), Some(2));
     running.stop();
 }
+
+/// The real `keyward verifier` binary, as a user runs it: TLS and defence flags, a key
+/// checked with `keyward verify --ca-file`, then SIGTERM ends it cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_verifier_binary_serves_tls_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Write};
+    let op = Operator::start().await;
+    op.apply("bin-ok", json!({})).await;
+    op.wait_ready("bin-ok").await;
+    let ok = op.key_in("bin-ok", "api-key").await.expect("key");
+    let dir = tempfile::tempdir().expect("dir");
+    let (ca, cert, key) = pair("binary");
+    std::fs::write(dir.path().join("tls.crt"), cert).expect("cert");
+    std::fs::write(dir.path().join("tls.key"), key).expect("key");
+    std::fs::write(dir.path().join("ca.pem"), &ca).expect("ca");
+    std::fs::write(dir.path().join("kc"), op.kubeconfig_yaml()).expect("kubeconfig");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("--kubeconfig")
+        .arg(dir.path().join("kc"))
+        .args(["--log-format", "json", "verifier", "--addr", "127.0.0.1:0"])
+        .args(["--hash-namespace", common::operator::HASH_NS])
+        .args(["--max-connections", "64", "--header-read-timeout", "2s"])
+        .args(["--idle-timeout", "30s", "--max-index-age", "1m"])
+        .arg("--tls-cert")
+        .arg(dir.path().join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.path().join("tls.key"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("keyward verifier starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = v["fields"]["addr"].as_str()
+            {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(common::PATIENCE)
+        .expect("it logs its address");
+    let url = format!("https://127.0.0.1:{}", port(&addr));
+    let verified = common::eventually_blocking("keyward verify --ca-file to say VALID", || {
+        let mut v = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["verify", "--url", &url, "--ca-file"])
+            .arg(dir.path().join("ca.pem"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("runs");
+        v.stdin
+            .take()
+            .expect("stdin")
+            .write_all(ok.as_bytes())
+            .expect("key");
+        let out = v.wait_with_output().expect("output");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success().then_some(text)
+    });
+    assert!(verified.starts_with("VALID"), "{verified}");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exited = common::eventually_blocking("the verifier to exit after SIGTERM", || {
+        child.try_wait().expect("wait")
+    });
+    assert!(exited.success(), "exit status {exited:?}");
+}
