@@ -5,12 +5,20 @@
 //!     cargo run --release --example gateway
 //!     cargo run --release --example gateway -- --seconds 10 --connections 64 --keys 1000
 //!
-//! (a) `/healthz` on the same server; (b) `/verify` with one valid key (cached after its
+//! (r) a reference for the machine: Debian's nginx answering `200 ok`, placed and measured
+//! like the verifier (skipped when nginx is not installed); (a) `/healthz` on the same server; (b) `/verify` with one valid key (cached after its
 //! first presentation); (c) `/verify` over `--keys` valid keys, each one's first
 //! presentation uncached; (d) the first use of a key whose pepper is lost (argon2), beside
-//! one argon2 verification timed in this process; (e) (b) over TLS.
+//! one argon2 verification timed in this process (medians of five); (e) (b) over TLS.
 //! Goals: (b) and (c) ≥ 0.5 × (a) requests/s with p99 ≤ 2 ms at 64 connections; (d) ≤ 1.2
 //! × one argon2 verification.
+//!
+//! The verifiers and wrk (two threads) share every core of this machine; `--pin 1` puts the
+//! verifiers on the first half of the cores and wrk (one thread per core) on the other half
+//! (`taskset`), as a gateway and a verifier on separate nodes. Either way the load generator
+//! and the server saturate the machine together, so the tail also measures what else runs
+//! on it: (r), a C server doing the least an HTTP server can, shows that floor. Each measurement runs `--trials` times (3); the medians are reported and
+//! every run is printed to stderr.
 
 mod bench;
 
@@ -27,18 +35,41 @@ struct Args {
     seconds: u64,
     connections: u32,
     keys: usize,
+    /// `taskset` prefixes for the verifiers and for wrk (empty: not pinned).
+    verifier_cpus: String,
+    wrk_cpus: String,
+    wrk_threads: usize,
+    /// Runs of each measurement; the median is reported.
+    trials: usize,
 }
 
 fn args() -> Args {
-    let [seconds, connections, keys] = bench::numeric_flags([
+    let [seconds, connections, keys, pin, trials] = bench::numeric_flags([
         ("--seconds", Some(10)),
         ("--connections", Some(64)),
         ("--keys", Some(1000)),
+        ("--pin", Some(0)),
+        ("--trials", Some(3)),
     ]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (verifier_cpus, wrk_cpus, wrk_threads) = if pin != Some(0) && cores >= 2 {
+        let half = cores / 2;
+        (
+            format!("0-{}", half - 1),
+            format!("{half}-{}", cores - 1),
+            cores - half,
+        )
+    } else {
+        (String::new(), String::new(), 2)
+    };
     Args {
         seconds: seconds.unwrap_or(10),
         connections: connections.unwrap_or(64) as u32,
         keys: keys.unwrap_or(1000) as usize,
+        verifier_cpus,
+        wrk_cpus,
+        wrk_threads,
+        trials: trials.unwrap_or(3).max(1) as usize,
     }
 }
 
@@ -65,10 +96,44 @@ fn ms(text: &str) -> f64 {
     }
 }
 
-/// Runs wrk with `script` (Lua, may be empty) against `url`.
+/// The median run of `runs` by requests/s and by p99 (each taken separately), every run
+/// printed to stderr; the non-2xx answers of all runs added up.
+fn median(label: &str, mut runs: Vec<Wrk>) -> Wrk {
+    for r in &runs {
+        eprintln!(
+            "gateway bench: {label}: {:.0} requests/s, p99 {:.2} ms",
+            r.rps, r.p99_ms
+        );
+    }
+    let non_2xx = runs.iter().map(|r| r.non_2xx).sum();
+    let mid = runs.len() / 2;
+    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    let rps = runs[mid].rps;
+    runs.sort_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+    Wrk {
+        rps,
+        p99_ms: runs[mid].p99_ms,
+        non_2xx,
+    }
+}
+
+/// Runs wrk `args.trials` times with `script` (Lua, may be empty) against `url`.
+fn wrk_trials(label: &str, url: &str, script: Option<&Path>, args: &Args) -> Wrk {
+    let runs = (0..args.trials).map(|_| wrk(url, script, args)).collect();
+    median(label, runs)
+}
+
+/// Runs wrk once with `script` (Lua, may be empty) against `url`.
 fn wrk(url: &str, script: Option<&Path>, args: &Args) -> Wrk {
-    let mut cmd = std::process::Command::new("wrk");
-    cmd.args(["-t2", "--latency"])
+    let mut cmd = if args.wrk_cpus.is_empty() {
+        std::process::Command::new("wrk")
+    } else {
+        let mut c = std::process::Command::new("taskset");
+        c.args(["-c", &args.wrk_cpus, "wrk"]);
+        c
+    };
+    cmd.arg(format!("-t{}", args.wrk_threads))
+        .arg("--latency")
         .arg(format!("-c{}", args.connections))
         .arg(format!("-d{}s", args.seconds));
     if let Some(s) = script {
@@ -101,6 +166,64 @@ fn wrk(url: &str, script: Option<&Path>, args: &Args) -> Wrk {
     }
 }
 
+/// A reference for this machine: Debian's nginx answering `200 ok` from one worker process
+/// per verifier core, placed like the verifiers, measured like (a). `None` without nginx.
+fn nginx_reference(dir: &Path, args: &Args) -> Option<Wrk> {
+    let nginx = ["nginx", "/usr/sbin/nginx"].into_iter().find(|n| {
+        std::process::Command::new(n)
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = if args.verifier_cpus.is_empty() {
+        workers
+    } else {
+        workers / 2
+    };
+    let d = dir.display();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx.err;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; \
+             fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\"; }} }} }}\n"
+        ),
+    )
+    .expect("nginx.conf");
+    let mut cmd = if args.verifier_cpus.is_empty() {
+        std::process::Command::new(nginx)
+    } else {
+        let mut c = std::process::Command::new("taskset");
+        c.args(["-c", &args.verifier_cpus, nginx]);
+        c
+    };
+    let mut child = cmd
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    while bench::http_get(&addr, "/") != "ok" && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = wrk_trials("(r)", &format!("http://{addr}/"), None, args);
+    let _ = child.kill();
+    let _ = child.wait();
+    Some(r)
+}
+
 /// A Lua script presenting `keys` in turn (one file of keys, read by wrk, never printed).
 fn script(dir: &Path, name: &str, keys: &[String]) -> std::path::PathBuf {
     let keys_file = dir.join(format!("{name}.keys"));
@@ -121,7 +244,7 @@ end
     path
 }
 
-/// Waits until every current key (`keys` ApiKeys, plus the two victims) is recorded under
+/// Waits until every current key (`keys` ApiKeys, plus the warm-up key and the victims) is recorded under
 /// the pepper the Secret holds now.
 async fn wait_rekeyed(client: &kube::Client, keys: usize) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), HASH_NS);
@@ -146,16 +269,25 @@ async fn wait_rekeyed(client: &kube::Client, keys: usize) {
                 r.current.as_ref().map(|c| Some(c.pepper_id.clone())) == Some(pepper.clone())
             })
             .count();
-        if rekeyed >= keys + 2 {
+        if rekeyed >= keys + 1 + VICTIMS {
             return;
         }
         assert!(
             started.elapsed() < Duration::from_secs(900),
             "{rekeyed} of {} keys re-keyed",
-            keys + 2
+            keys + 1 + VICTIMS
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Keys whose pepper is lost, each presented once for (d); one argon2 verification is timed
+/// as often, and the medians compared.
+const VICTIMS: usize = 5;
+
+fn median_ms(mut runs: Vec<f64>) -> f64 {
+    runs.sort_by(f64::total_cmp);
+    runs.get(runs.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn round(x: f64) -> f64 {
@@ -174,17 +306,20 @@ async fn main() {
     for i in 0..args.keys {
         bench::apply_apikey(&client, &format!("k{i:05}"), json!({})).await;
     }
-    // Two previous keys under the pepper about to be lost: the first warms the hashing
-    // threads (their argon2 memory is allocated once per thread), the second is measured.
+    // Previous keys under the pepper about to be lost: the first warms the hashing threads
+    // (their argon2 memory is allocated once per thread), the others are measured.
+    let names: Vec<String> = std::iter::once("warm".to_string())
+        .chain((0..VICTIMS).map(|i| format!("victim-{i}")))
+        .collect();
     let mut lost_keys = Vec::new();
-    for name in ["warm", "victim"] {
+    for name in &names {
         bench::apply_apikey(&client, name, json!({"rotation": {"gracePeriod": "24h"}})).await;
     }
     let mut keys = Vec::new();
     for i in 0..args.keys {
         keys.push(bench::key_in(&client, &format!("k{i:05}"), None).await);
     }
-    for name in ["warm", "victim"] {
+    for name in &names {
         let lost = bench::key_in(&client, name, None).await;
         let rotate = json!({"metadata": {"annotations": {"keyward.dev/rotate": "1"}}});
         Api::<ApiKey>::default_namespaced(client.clone())
@@ -194,7 +329,7 @@ async fn main() {
         let _ = bench::key_in(&client, name, Some(&lost)).await;
         lost_keys.push(lost);
     }
-    let (warm, lost) = (lost_keys[0].clone(), lost_keys[1].clone());
+    let warm = lost_keys[0].clone();
     // Lose the pepper the previous key's record was made under.
     let _op = bench::restart_without_pepper(&binary, dir.path(), &client, op).await;
     // TLS pair for (e).
@@ -209,7 +344,12 @@ async fn main() {
         .expect("leaf");
     std::fs::write(dir.path().join("tls.crt"), leaf.pem()).expect("cert");
     std::fs::write(dir.path().join("tls.key"), leaf_key.serialize_pem()).expect("key");
-    let plain = bench::spawn(
+    let pinned = if args.verifier_cpus.is_empty() {
+        String::new()
+    } else {
+        format!("taskset -c {}", args.verifier_cpus)
+    };
+    let plain = bench::spawn_wrapped(
         &binary,
         dir.path(),
         "verifier-plain",
@@ -221,10 +361,11 @@ async fn main() {
             HASH_NS,
         ],
         &[],
+        &pinned,
     );
     let cert = dir.path().join("tls.crt").display().to_string();
     let tls_key = dir.path().join("tls.key").display().to_string();
-    let tls = bench::spawn(
+    let tls = bench::spawn_wrapped(
         &binary,
         dir.path(),
         "verifier-tls",
@@ -240,6 +381,7 @@ async fn main() {
             &tls_key,
         ],
         &[],
+        &pinned,
     );
     let addr = plain.metrics.clone();
     let tls_addr = tls.metrics.clone();
@@ -287,8 +429,8 @@ async fn main() {
             })
             .expect("pool")
             .expect("hash");
-        let mut best = f64::MAX;
-        for _ in 0..5 {
+        let mut runs = Vec::new();
+        for _ in 0..VICTIMS {
             let phc = phc.clone();
             let t = Instant::now();
             caller
@@ -296,9 +438,9 @@ async fn main() {
                     keyward::keys::argon2_verify("kw_bench_0123456789abcdefghijklmnopqrstu", &phc)
                 })
                 .expect("pool");
-            best = best.min(t.elapsed().as_secs_f64() * 1000.0);
+            runs.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        best
+        median_ms(runs)
     };
     let warmed = http
         .get(format!("http://{addr}/verify"))
@@ -308,48 +450,73 @@ async fn main() {
         .expect("answer")
         .status();
     assert_eq!(warmed, 200);
-    let t = Instant::now();
-    let first = http
-        .get(format!("http://{addr}/verify"))
-        .bearer_auth(&lost)
-        .send()
-        .await
-        .expect("answer")
-        .status();
-    let d_ms = t.elapsed().as_secs_f64() * 1000.0;
-    assert_eq!(first, 200, "the lost-pepper key verifies (by argon2)");
+    let mut firsts = Vec::new();
+    for lost in &lost_keys[1..] {
+        let t = Instant::now();
+        let first = http
+            .get(format!("http://{addr}/verify"))
+            .bearer_auth(lost)
+            .send()
+            .await
+            .expect("answer")
+            .status();
+        firsts.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(first, 200, "the lost-pepper key verifies (by argon2)");
+    }
+    eprintln!("gateway bench: (d) first uses {firsts:.2?} ms, argon2 {argon2_ms:.2} ms (median)");
+    let d_ms = median_ms(firsts);
 
+    eprintln!("gateway bench: (r) reference: nginx answering 200");
+    let r = nginx_reference(dir.path(), &args);
     eprintln!("gateway bench: (a) /healthz");
-    let a = wrk(&format!("http://{addr}/healthz"), None, &args);
+    let a = wrk_trials("(a)", &format!("http://{addr}/healthz"), None, &args);
     eprintln!("gateway bench: (b) /verify, one cached key");
     let one = script(dir.path(), "one", &keys[..1]);
-    let b = wrk(&format!("http://{addr}/verify"), Some(&one), &args);
+    let b = wrk_trials("(b)", &format!("http://{addr}/verify"), Some(&one), &args);
     eprintln!("gateway bench: (c) /verify over {} keys", args.keys);
-    // A fresh verifier process: every key's first presentation is uncached.
-    let fresh = bench::spawn(
-        &binary,
-        dir.path(),
-        "verifier-fresh",
-        &[
-            "verifier",
-            "--addr",
-            "127.0.0.1:0",
-            "--hash-namespace",
-            HASH_NS,
-        ],
-        &[],
-    );
-    let fresh_addr = fresh.metrics.clone();
-    while bench::http_get(&fresh_addr, "/readyz") != "ok" {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let many = script(dir.path(), "many", &keys);
-    let c = wrk(&format!("http://{fresh_addr}/verify"), Some(&many), &args);
+    let mut runs = Vec::new();
+    for trial in 0..args.trials {
+        // A fresh verifier process each run: every key's first presentation is uncached.
+        let fresh = bench::spawn_wrapped(
+            &binary,
+            dir.path(),
+            &format!("verifier-fresh-{trial}"),
+            &[
+                "verifier",
+                "--addr",
+                "127.0.0.1:0",
+                "--hash-namespace",
+                HASH_NS,
+            ],
+            &[],
+            &pinned,
+        );
+        while bench::http_get(&fresh.metrics, "/readyz") != "ok" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        runs.push(wrk(
+            &format!("http://{}/verify", fresh.metrics),
+            Some(&many),
+            &args,
+        ));
+    }
+    let c = median("(c)", runs);
     eprintln!("gateway bench: (e) (b) over TLS");
-    let e = wrk(&format!("https://{tls_addr}/verify"), Some(&one), &args);
+    let e = wrk_trials(
+        "(e)",
+        &format!("https://{tls_addr}/verify"),
+        Some(&one),
+        &args,
+    );
 
     let out = json!({
         "connections": args.connections,
+        "trials": args.trials,
+        "verifier_cpus": args.verifier_cpus,
+        "wrk_cpus": args.wrk_cpus,
+        "r_nginx_rps": r.as_ref().map(|r| r.rps.round()),
+        "r_nginx_p99_ms": r.as_ref().map(|r| round(r.p99_ms)),
         "a_healthz_rps": a.rps.round(),
         "a_healthz_p99_ms": round(a.p99_ms),
         "b_one_key_rps": b.rps.round(),

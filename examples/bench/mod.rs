@@ -203,10 +203,22 @@ pub fn spawn(
     command: &[&str],
     extra: &[String],
 ) -> Operator {
-    let kubeconfig = dir.join("kubeconfig");
     // KEYWARD_BENCH_WRAP="heaptrack -o /tmp/kw" runs keyward under a profiler (the RSS
     // figures are then the wrapper's).
     let wrap = std::env::var("KEYWARD_BENCH_WRAP").unwrap_or_default();
+    spawn_wrapped(binary, dir, name, command, extra, &wrap)
+}
+
+/// [`spawn`] under `wrap` (a command line prefix such as `taskset -c 0`; empty for none).
+pub fn spawn_wrapped(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    command: &[&str],
+    extra: &[String],
+    wrap: &str,
+) -> Operator {
+    let kubeconfig = dir.join("kubeconfig");
     let mut words = wrap.split_whitespace();
     let mut cmd = match words.next() {
         Some(tool) => {

@@ -84,11 +84,11 @@ enum Phase {
     Busy,
 }
 
-/// One open connection, as the server accounts it.
+/// One open connection, as the server accounts it. Its phase changes only inside the
+/// connection's own task (reading bytes, starting and finishing a request), which re-arms
+/// its deadline after every poll; other tasks only read the phase and ask it to close.
 struct Conn {
     phase: Mutex<Phase>,
-    /// Wakes the connection's timer when its phase changes.
-    changed: Notify,
     /// Asks the connection to close (for room, or to drain).
     close: Notify,
 }
@@ -100,7 +100,6 @@ impl Conn {
 
     fn set(&self, phase: Phase) {
         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
-        self.changed.notify_one();
     }
 
     /// Bytes arrived: an idle connection starts a request head.
@@ -108,8 +107,6 @@ impl Conn {
         let mut phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());
         if matches!(*phase, Phase::Idle(_)) {
             *phase = Phase::Head(Instant::now());
-            drop(phase);
-            self.changed.notify_one();
         }
     }
 
@@ -287,7 +284,6 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(Conn {
             phase: Mutex::new(Phase::Idle(Instant::now())),
-            changed: Notify::new(),
             close: Notify::new(),
         });
         let id = registry.add(conn.clone());
@@ -382,25 +378,34 @@ async fn connection<I>(
         .max_headers(MAX_HEADERS);
     let served = builder.serve_connection(io, service);
     let mut served = std::pin::pin!(served);
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(
+        Instant::now() + limits.idle_timeout
+    ));
+    let mut armed = None;
     let mut shutting_down = false;
     loop {
-        let deadline = conn.deadline(&limits);
-        let changed = conn.changed.notified();
         let close = conn.close.notified();
-        tokio::select! {
-            _ = served.as_mut() => return,
-            _ = changed => {}
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if conn.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
-                    // Timed out reading a head, or idle too long.
-                    return;
-                }
+        // Serves until the connection ends or its deadline passes; the deadline is re-read
+        // after every poll, since serving is what moves the phase.
+        let serving = std::future::poll_fn(|cx| {
+            if served.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
             }
+            let deadline = conn.deadline(&limits);
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    timer.as_mut().reset(d);
+                }
+                armed = deadline;
+            }
+            match armed {
+                Some(_) if timer.as_mut().poll(cx).is_ready() => Poll::Ready(()),
+                _ => Poll::Pending,
+            }
+        });
+        tokio::select! {
+            // Ended, timed out reading a head, or idle too long.
+            () = serving => return,
             _ = close => {
                 if !matches!(conn.phase(), Phase::Busy) {
                     return;
