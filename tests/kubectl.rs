@@ -546,3 +546,62 @@ fn get_watch_streams_rows_with_printer_columns() {
         "the Ready transition streams in: {lines:#?}"
     );
 }
+
+/// `kubectl apply` then `kubectl apply --server-side` of an edited manifest goes through:
+/// the API server lets kubectl's server-side applier take over the fields client-side apply
+/// recorded in last-applied-configuration (staging/src/k8s.io/apimachinery/pkg/util/
+/// managedfields/internal/lastappliedmanager.go), and accepts kubectl's JSON patch that
+/// migrates `kubectl-client-side-apply`'s managedFields into its own
+/// (staging/src/k8s.io/client-go/util/csaupgrade/upgrade.go, called from
+/// staging/src/k8s.io/kubectl/pkg/cmd/apply/apply.go's migrateToSSAIfNecessary). After it,
+/// kubectl's applier owns those fields alone: one it drops from the manifest goes.
+#[test]
+fn client_side_then_server_side_apply_upgrades_ownership() {
+    let pg = Playground::start(None);
+    let manifest = |data: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: upgraded\n  namespace: default\ndata:\n{data}"
+        )
+    };
+    let first = pg.file("v1.yaml", &manifest("  a: \"1\"\n  b: \"1\"\n"));
+    pg.ok(&["apply", "-f", &first]);
+    let edited = pg.file("v2.yaml", &manifest("  a: \"2\"\n  b: \"1\"\n"));
+    let out = pg.ok(&["apply", "--server-side", "-f", &edited]);
+    assert!(
+        out.contains("configmap/upgraded serverside-applied"),
+        "{out}"
+    );
+    let managed = |pg: &Playground| {
+        pg.ok(&[
+            "get",
+            "configmap",
+            "upgraded",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={range .metadata.managedFields[*]}{.manager}/{.operation} {end}",
+        ])
+    };
+    let owners = managed(&pg);
+    assert!(owners.contains("kubectl/Apply"), "{owners}");
+    assert!(
+        !owners.contains("kubectl-client-side-apply"),
+        "migrated into kubectl's applier: {owners}"
+    );
+    assert_eq!(
+        pg.ok(&["get", "configmap", "upgraded", "-o", "jsonpath={.data.a}"]),
+        "2"
+    );
+    let trimmed = pg.file("v3.yaml", &manifest("  a: \"2\"\n"));
+    pg.ok(&["apply", "--server-side", "-f", &trimmed]);
+    assert_eq!(
+        pg.ok(&["get", "configmap", "upgraded", "-o", "jsonpath={.data}"]),
+        "{\"a\":\"2\"}"
+    );
+    // Client-side apply still works after the upgrade: the server kept the annotation.
+    let back = pg.file("v4.yaml", &manifest("  a: \"3\"\n"));
+    pg.ok(&["apply", "-f", &back]);
+    assert_eq!(
+        pg.ok(&["get", "configmap", "upgraded", "-o", "jsonpath={.data.a}"]),
+        "3"
+    );
+}

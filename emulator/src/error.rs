@@ -82,14 +82,39 @@ impl ApiError {
         name: &str,
         causes: Vec<(String, &'static str, String)>,
     ) -> Self {
+        let mut e = Self::invalid_kind(&rt.group, &rt.kind, name, causes);
+        if let Some(details) = e.details.as_mut() {
+            details["name"] = json!(name);
+        }
+        e
+    }
+
+    /// 422 on any group and kind (`PatchOptions.meta.k8s.io "" is invalid: …`), as
+    /// NewInvalid in staging/src/k8s.io/apimachinery/pkg/api/errors/errors.go words it.
+    pub fn invalid_kind(
+        group: &str,
+        kind: &str,
+        name: &str,
+        causes: Vec<(String, &'static str, String)>,
+    ) -> Self {
         let messages: Vec<&str> = causes.iter().map(|(_, _, m)| m.as_str()).collect();
         let joined = if messages.len() == 1 {
             messages[0].to_string()
         } else {
             format!("[{}]", messages.join(", "))
         };
-        let mut details = Self::details(rt, name);
-        details["kind"] = json!(rt.kind);
+        let mut details = json!({"kind": kind});
+        if !name.is_empty() {
+            details["name"] = json!(name);
+        }
+        if !group.is_empty() {
+            details["group"] = json!(group);
+        }
+        let qualified = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         // A cause names its field in `field`; its message starts at what is wrong, as the
         // apiserver's do (kubectl prints `field: message` from them).
         details["causes"] = causes
@@ -108,7 +133,7 @@ impl ApiError {
             ..Self::new(
                 422,
                 "Invalid",
-                format!("{} \"{name}\" is invalid: {joined}", rt.qualified_kind()),
+                format!("{qualified} \"{name}\" is invalid: {joined}"),
             )
         }
     }

@@ -281,6 +281,70 @@ fn decode_body_raw(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError
     }
 }
 
+/// The options kinds a write is validated as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OptionsKind {
+    Create,
+    Update,
+    /// A PATCH; `true` for server-side apply.
+    Patch(bool),
+}
+
+/// The apiserver's checks of a write's query options, before it reads the object:
+/// ValidateCreateOptions, ValidateUpdateOptions and ValidatePatchOptions in
+/// staging/src/k8s.io/apimachinery/pkg/apis/meta/v1/validation/validation.go, answered
+/// as 422 Invalid on `CreateOptions.meta.k8s.io ""` and the like.
+fn validate_options(query: &HashMap<String, String>, kind: OptionsKind) -> Result<(), ApiError> {
+    let mut causes: Vec<(String, &'static str, String)> = Vec::new();
+    let manager = query.get("fieldManager").map(String::as_str).unwrap_or("");
+    match kind {
+        OptionsKind::Patch(false) if query.contains_key("force") => causes.push((
+            "force".into(),
+            "FieldValueForbidden",
+            "force: Forbidden: may not be specified for non-apply patch".into(),
+        )),
+        OptionsKind::Patch(true) if manager.is_empty() => causes.push((
+            "fieldManager".into(),
+            "FieldValueRequired",
+            "fieldManager: Required value: is required for apply patch".into(),
+        )),
+        _ => {}
+    }
+    if manager.len() > 128 {
+        causes.push((
+            "fieldManager".into(),
+            "FieldValueTooLong",
+            "fieldManager: Too long: may not be more than 128 bytes".into(),
+        ));
+    } else if manager.chars().any(|c| c.is_control()) {
+        causes.push((
+            "fieldManager".into(),
+            "FieldValueInvalid",
+            format!(
+                "fieldManager: Invalid value: {manager:?}: must only contain printable characters"
+            ),
+        ));
+    }
+    if let Some(dry_run) = query.get("dryRun")
+        && dry_run != "All"
+    {
+        causes.push((
+            "dryRun".into(),
+            "FieldValueNotSupported",
+            format!("dryRun: Unsupported value: [{dry_run:?}]: supported values: \"All\""),
+        ));
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let kind = match kind {
+        OptionsKind::Create => "CreateOptions",
+        OptionsKind::Update => "UpdateOptions",
+        OptionsKind::Patch(_) => "PatchOptions",
+    };
+    Err(ApiError::invalid_kind("meta.k8s.io", kind, "", causes))
+}
+
 fn write_options(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -545,6 +609,7 @@ async fn dispatch(
             if rt.namespaced && target.namespace.is_none() {
                 return Err(ApiError::not_found(rt, ""));
             }
+            validate_options(query, OptionsKind::Create)?;
             let body = decode_body(headers, bytes)?;
             check_kind(rt, &body)?;
             let opts = write_options(query, headers)?;
@@ -553,6 +618,7 @@ async fn dispatch(
         }
         "update" => {
             let name = target.name.as_deref().unwrap_or_default();
+            validate_options(query, OptionsKind::Update)?;
             let body = decode_body(headers, bytes)?;
             check_kind(rt, &body)?;
             let opts = write_options(query, headers)?;
@@ -580,6 +646,7 @@ async fn dispatch(
                     ));
                 }
             };
+            validate_options(query, OptionsKind::Patch(patch_type == PatchType::Apply))?;
             let body = decode_body(headers, bytes)?;
             let opts = write_options(query, headers)?;
             let written = store.patch(rt, &ns, name, patch_type, body, part, &opts)?;
@@ -592,8 +659,16 @@ async fn dispatch(
         "delete" => {
             let name = target.name.as_deref().unwrap_or_default();
             let opts = delete_options(query, bytes)?;
+            // An object left waiting for finalizers comes back with 200; 202 only when the
+            // client asked for cascading deletion with orphanDependents=false
+            // (staging/src/k8s.io/apiserver/pkg/endpoints/handlers/delete.go).
+            let accepted = if opts.orphan_dependents == Some(false) {
+                202
+            } else {
+                200
+            };
             match store.delete(rt, &ns, name, &opts)? {
-                Deleted::Pending(object) => Ok(json_response(202, &object, &[])),
+                Deleted::Pending(object) => Ok(json_response(accepted, &object, &[])),
                 Deleted::Gone(object) if rt.custom => Ok(json_response(200, &object, &[])),
                 Deleted::Gone(object) => {
                     let mut details =
@@ -629,6 +704,7 @@ fn delete_options(
     Ok(DeleteOptions {
         precondition_uid: text(&body["preconditions"]["uid"]),
         precondition_rv: text(&body["preconditions"]["resourceVersion"]),
+        orphan_dependents: body["orphanDependents"].as_bool(),
         propagation: text(&body["propagationPolicy"])
             .or_else(|| query.get("propagationPolicy").cloned())
             .or_else(|| match body["orphanDependents"].as_bool() {

@@ -48,6 +48,9 @@ pub struct Options {
     /// Changes kept for watches that resume from an older resourceVersion; older ones get
     /// 410 Gone.
     pub history: usize,
+    /// How long changes stay in that history: a watch from a version older than what is
+    /// kept gets 410 Gone, as after etcd's periodic compaction.
+    pub watch_window: Duration,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
 }
@@ -57,6 +60,7 @@ impl Default for Options {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             history: 10_000,
+            watch_window: store::DEFAULT_WATCH_WINDOW,
             bookmark_interval: Duration::from_secs(5),
         }
     }
@@ -81,7 +85,7 @@ impl Emulator {
         let listener = TcpListener::bind(options.addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(http::Shared {
-            store: Store::new(options.history),
+            store: Store::with_watch_window(options.history, options.watch_window),
             hooks: Hooks::default(),
             bookmark_interval: options.bookmark_interval,
             server_address: addr.to_string(),

@@ -271,12 +271,18 @@ fn validate_node(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Fie
             || (want == "number" && got == "integer")
             || (int_or_string && matches!(got, "integer" | "string"));
         if !ok {
-            invalid(
-                errors,
-                path,
-                value,
-                format!("{} in body must be of type {want}: {:?}", shown(path), got),
-            );
+            // The apiserver reports the value's type name as the invalid value, with
+            // reason FieldValueTypeInvalid (kube-openapi's InvalidType, mapped by
+            // apiextensions-apiserver/pkg/apiserver/validation/validation.go).
+            errors.push(FieldError {
+                field: path.to_string(),
+                reason: "FieldValueTypeInvalid",
+                message: format!(
+                    "{}: Invalid value: {got:?}: {} in body must be of type {want}: {got:?}",
+                    shown(path),
+                    shown(path)
+                ),
+            });
             return;
         }
     }
@@ -366,6 +372,10 @@ fn validate_string(
                 shown(path)
             ),
         );
+        // A format failure is kube-openapi's InvalidType too.
+        if let Some(last) = errors.last_mut() {
+            last.reason = "FieldValueTypeInvalid";
+        }
     }
 }
 
@@ -650,7 +660,7 @@ mod tests {
         assert_eq!(
             messages(json!({"spec": {"size": "two"}})),
             vec![
-                r#"spec.size: Invalid value: "two": spec.size in body must be of type integer: "string""#
+                r#"spec.size: Invalid value: "string": spec.size in body must be of type integer: "string""#
             ]
         );
     }
@@ -697,7 +707,7 @@ mod tests {
         assert_eq!(
             messages(json!({"spec": {"size": 1, "labels": {"a": 1}}})),
             vec![
-                r#"spec.labels.a: Invalid value: 1: spec.labels.a in body must be of type string: "integer""#
+                r#"spec.labels.a: Invalid value: "integer": spec.labels.a in body must be of type string: "integer""#
             ]
         );
     }

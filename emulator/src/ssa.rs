@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
+use crate::error::ApiError;
 use crate::resources::{ListType, ResourceType};
 
 /// One step of a field path, as in FieldsV1: `f:name`, `k:{"name":"x"}`, `v:"value"`.
@@ -57,12 +58,40 @@ pub struct Entry {
 }
 
 /// A field owned by another manager with a different value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Conflict {
     pub manager: String,
+    /// `Apply` or `Update`: the apiserver names Update managers with their API version.
+    pub operation: String,
+    pub subresource: String,
     pub api_version: String,
     pub path: String,
 }
+
+impl Conflict {
+    /// The manager as the apiserver prints it: `"name"`, `"name" with subresource "status"`,
+    /// and `using VERSION` for Update managers
+    /// (staging/src/k8s.io/apimachinery/pkg/util/managedfields/internal/conflict.go).
+    pub fn manager_label(&self) -> String {
+        let mut label = format!("{:?}", self.manager);
+        if !self.subresource.is_empty() {
+            label.push_str(&format!(" with subresource {:?}", self.subresource));
+        }
+        if self.operation == "Update" {
+            label.push_str(&format!(" using {}", self.api_version));
+        }
+        label
+    }
+}
+
+/// The applier whose server-side applies may take over what client-side apply recorded.
+/// kube-apiserver grants this to kubectl's default server-side field manager only
+/// (staging/src/k8s.io/apimachinery/pkg/util/managedfields/internal/lastappliedmanager.go
+/// and lastappliedupdater.go); any other manager name opts out, as there.
+pub const CLIENT_SIDE_UPGRADER: &str = "kubectl";
+
+/// The annotation client-side apply keeps its last applied configuration in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Which part of the object a write addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,8 +482,9 @@ pub fn apply(
     let new_set = field_set(&intent, rt);
     let live_tracked = tracked(live_value, rt, part);
 
-    let mut conflicts = Vec::new();
-    for entry in entries.iter_mut() {
+    // Fields other managers own with a different value, per entry.
+    let mut clashes: Vec<(usize, Vec<FieldPath>)> = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
         if entry.manager == manager && entry.subresource == sub && entry.operation == "Apply" {
             continue;
         }
@@ -472,20 +502,43 @@ pub fn apply(
             })
             .cloned()
             .collect();
-        if force {
-            for p in &clashing {
-                entry.fields.remove(p);
-            }
+        if !clashing.is_empty() {
+            clashes.push((index, clashing));
+        }
+    }
+    let mut conflicts: Vec<Conflict> = Vec::new();
+    if !force {
+        // Conflicts on fields the live object still holds as client-side apply last applied
+        // them are taken over rather than refused, when every conflict is such a field.
+        let allowed = if manager == CLIENT_SIDE_UPGRADER && part == Part::Main {
+            live.map(|l| last_applied_fields(l, rt)).unwrap_or_default()
         } else {
-            conflicts.extend(clashing.iter().map(|p| Conflict {
-                manager: entry.manager.clone(),
-                api_version: entry.api_version.clone(),
-                path: render_path(p),
-            }));
+            FieldSet::new()
+        };
+        for (index, clashing) in &clashes {
+            let entry = &entries[*index];
+            conflicts.extend(
+                clashing
+                    .iter()
+                    .filter(|p| !allowed.contains(*p))
+                    .map(|p| Conflict {
+                        manager: entry.manager.clone(),
+                        operation: entry.operation.clone(),
+                        subresource: entry.subresource.clone(),
+                        api_version: entry.api_version.clone(),
+                        path: render_path(p),
+                    }),
+            );
         }
     }
     if !conflicts.is_empty() {
+        conflicts.sort();
         return Err(conflicts);
+    }
+    for (index, clashing) in clashes {
+        for p in &clashing {
+            entries[index].fields.remove(p);
+        }
     }
 
     let old_set = entries
@@ -526,7 +579,77 @@ pub fn apply(
         fields: new_set,
     });
     write_entries(&mut result, &entries);
+    if manager == CLIENT_SIDE_UPGRADER && part == Part::Main {
+        refresh_last_applied(&mut result, applied);
+    }
     Ok(result)
+}
+
+/// The fields of the live object's last-applied-configuration whose live value is still
+/// the one last applied (fields changed, added or removed since are not in it).
+fn last_applied_fields(live: &Value, rt: &ResourceType) -> FieldSet {
+    let Some(text) = live["metadata"]["annotations"][LAST_APPLIED].as_str() else {
+        return FieldSet::new();
+    };
+    let Ok(last) = serde_json::from_str::<Value>(text) else {
+        return FieldSet::new();
+    };
+    if last["apiVersion"].as_str() != Some(rt.api_version().as_str()) {
+        return FieldSet::new();
+    }
+    let last = tracked(&last, rt, Part::Main);
+    let live = tracked(live, rt, Part::Main);
+    field_set(&last, rt)
+        .into_iter()
+        .filter(|p| get(&live, p).is_some() && get(&live, p) == get(&last, p))
+        .collect()
+}
+
+/// The total size of annotations (keys and values) the apiserver accepts.
+pub const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+
+/// Replaces an existing last-applied-configuration with the applied configuration (less
+/// that annotation), encoded as Go encodes it: sorted keys and a final newline. Dropped
+/// when the annotations would outgrow their limit.
+fn refresh_last_applied(result: &mut Value, applied: &Value) {
+    let present = result["metadata"]["annotations"][LAST_APPLIED]
+        .as_str()
+        .is_some_and(|v| !v.is_empty());
+    if !present {
+        return;
+    }
+    let mut config = applied.clone();
+    if let Some(annotations) = config["metadata"]
+        .get_mut("annotations")
+        .and_then(Value::as_object_mut)
+    {
+        annotations.remove(LAST_APPLIED);
+    }
+    let encoded = format!("{}\n", sorted(&config));
+    let Some(annotations) = result["metadata"]["annotations"].as_object_mut() else {
+        return;
+    };
+    annotations.insert(LAST_APPLIED.into(), Value::String(encoded));
+    let size: usize = annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+        .sum();
+    if size > ANNOTATIONS_LIMIT {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// `value` with every map's keys in order, whatever serde_json's map preserves.
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let ordered: BTreeMap<&String, Value> =
+                map.iter().map(|(k, v)| (k, sorted(v))).collect();
+            Value::Object(ordered.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Drops `metadata.labels: {}` and the like left behind when their last key was removed.
@@ -544,6 +667,49 @@ fn prune_empty_parents(object: &mut Value) {
     }
 }
 
+/// What a non-apply write's own `metadata.managedFields` asks for.
+enum Requested {
+    /// `[]` or `[{}]`: forget all ownership.
+    Reset,
+    /// Valid entries that own something: they replace the live ones.
+    Entries(Vec<Entry>),
+    /// Absent, owning nothing, or not decodable: keep the live object's.
+    Live,
+}
+
+/// How the apiserver's field manager reads the managedFields a write carries
+/// (decodeLiveOrNew and isResetManagedFields in
+/// staging/src/k8s.io/apimachinery/pkg/util/managedfields/internal/fieldmanager.go);
+/// writes to a subresource always keep the live ones.
+fn requested_entries(new: &Value, part: Part) -> Requested {
+    if part != Part::Main {
+        return Requested::Live;
+    }
+    let Some(list) = new["metadata"].get("managedFields") else {
+        return Requested::Live;
+    };
+    let Some(items) = list.as_array() else {
+        return Requested::Live;
+    };
+    if items.is_empty() || (items.len() == 1 && items[0] == json!({})) {
+        return Requested::Reset;
+    }
+    let valid = items.iter().all(|e| {
+        e.is_object()
+            && matches!(e["operation"].as_str(), Some("Apply" | "Update"))
+            && (e["fieldsV1"].is_null() || e["fieldsV1"].is_object())
+            && e["fieldsType"].as_str().is_none_or(|t| t == "FieldsV1")
+    });
+    if !valid {
+        return Requested::Live;
+    }
+    let entries = read_entries(new);
+    if entries.iter().all(|e| e.fields.is_empty()) {
+        return Requested::Live;
+    }
+    Requested::Entries(entries)
+}
+
 /// Records an update (create, PUT, non-apply PATCH): fields whose value changed move to
 /// `manager`'s Update entry; fields that disappeared leave every entry.
 pub fn record_update(
@@ -557,7 +723,17 @@ pub fn record_update(
     let sub = subresource_name(part);
     let empty = json!({});
     let old_value = old.unwrap_or(&empty);
-    let mut entries = read_entries(old_value);
+    let mut entries = match requested_entries(new, part) {
+        Requested::Reset => Vec::new(),
+        Requested::Entries(entries) => entries,
+        Requested::Live => read_entries(old_value),
+    };
+    // An existing object nobody tracks (its managedFields were reset) stays untracked
+    // until an apply (skipNonAppliedManager in the apiserver's field manager).
+    if old.is_some() && entries.iter().all(|e| e.fields.is_empty()) {
+        write_entries(new, &[]);
+        return;
+    }
     let old_tracked = tracked(old_value, rt, part);
     let new_tracked = tracked(new, rt, part);
     let old_set = field_set(&old_tracked, rt);
@@ -594,26 +770,56 @@ pub fn record_update(
     write_entries(new, &entries);
 }
 
-/// The apiserver's 409 message for apply conflicts.
-pub fn conflict_message(conflicts: &[Conflict]) -> String {
-    let lines: Vec<String> = conflicts
+/// The apiserver's 409 for apply conflicts: one cause per conflicting field and manager
+/// (NewConflictError in
+/// staging/src/k8s.io/apimachinery/pkg/util/managedfields/internal/conflict.go).
+pub fn conflict_error(conflicts: &[Conflict]) -> ApiError {
+    let causes: Vec<Value> = conflicts
         .iter()
         .map(|c| {
-            format!(
-                "conflict with \"{}\" using {}: {}",
-                c.manager, c.api_version, c.path
-            )
+            json!({
+                "reason": "FieldManagerConflict",
+                "message": format!("conflict with {}", c.manager_label()),
+                "field": c.path,
+            })
         })
         .collect();
-    if let [one] = lines.as_slice() {
-        format!("Apply failed with 1 conflict: {one}")
-    } else {
-        format!(
-            "Apply failed with {} conflicts: {}",
-            lines.len(),
-            lines.join("\n")
-        )
+    ApiError {
+        details: Some(json!({"causes": causes})),
+        ..ApiError::new(409, "Conflict", conflict_message(conflicts))
     }
+}
+
+/// The message of [`conflict_error`]: one conflict inline, several grouped by manager.
+pub fn conflict_message(conflicts: &[Conflict]) -> String {
+    if let [one] = conflicts {
+        return format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            one.manager_label(),
+            one.path
+        );
+    }
+    let mut by_manager: BTreeMap<(String, String, String), Vec<&Conflict>> = BTreeMap::new();
+    for c in conflicts {
+        by_manager
+            .entry((
+                c.manager.clone(),
+                c.operation.clone(),
+                c.subresource.clone(),
+            ))
+            .or_default()
+            .push(c);
+    }
+    let mut lines = Vec::new();
+    for group in by_manager.values() {
+        lines.push(format!("conflicts with {}:", group[0].manager_label()));
+        lines.extend(group.iter().map(|c| format!("- {}", c.path)));
+    }
+    format!(
+        "Apply failed with {} conflicts: {}",
+        conflicts.len(),
+        lines.join("\n")
+    )
 }
 
 #[cfg(test)]
@@ -659,7 +865,7 @@ mod tests {
             .expect_err("conflict");
         assert_eq!(
             conflict_message(&err),
-            "Apply failed with 1 conflict: conflict with \"alice\" using v1: .data.y"
+            "Apply failed with 1 conflict: conflict with \"alice\": .data.y"
         );
         // Forced: bob takes y; alice keeps x.
         let obj = apply(Some(&obj), &different, &rt, Part::Main, "bob", true, NOW).expect("forced");

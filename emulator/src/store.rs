@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -83,6 +84,8 @@ impl WriteOptions {
 /// Options of a DELETE.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
+    /// The deprecated `orphanDependents`, as given.
+    pub orphan_dependents: Option<bool>,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub propagation: Option<String>,
@@ -130,7 +133,13 @@ pub enum PatchType {
 struct State {
     rv: u64,
     objects: BTreeMap<Key, Value>,
-    history: VecDeque<Arc<Change>>,
+    /// Recent changes, oldest first, with when they were made.
+    history: VecDeque<(Instant, Arc<Change>)>,
+    /// The newest resourceVersion no longer in the history: watches from before it are
+    /// answered 410 Gone.
+    compacted: u64,
+    /// How long changes stay in the history.
+    window: Duration,
     /// Shared with every request (copied on write when a CRD changes what is served).
     resources: Arc<Vec<ResourceType>>,
 }
@@ -184,14 +193,27 @@ fn random_suffix() -> String {
         .collect()
 }
 
+/// How long a change stays in the watch history unless told otherwise: what etcd keeps
+/// between the apiserver's compactions (its `--etcd-compaction-interval` defaults to 5m).
+pub const DEFAULT_WATCH_WINDOW: Duration = Duration::from_secs(5 * 60);
+
 impl Store {
+    /// A store keeping at most `history_limit` changes for watches, for
+    /// [`DEFAULT_WATCH_WINDOW`].
     pub fn new(history_limit: usize) -> Self {
+        Self::with_watch_window(history_limit, DEFAULT_WATCH_WINDOW)
+    }
+
+    /// A store keeping at most `history_limit` changes, none older than `window`.
+    pub fn with_watch_window(history_limit: usize, window: Duration) -> Self {
         let (changes, _) = broadcast::channel(65_536);
         let store = Self {
             state: Mutex::new(State {
                 rv: 1,
                 objects: BTreeMap::new(),
                 history: VecDeque::new(),
+                compacted: 0,
+                window,
                 resources: Arc::new(resources::builtins()),
             }),
             changes,
@@ -232,6 +254,40 @@ impl Store {
     /// The newest resourceVersion.
     pub fn current_rv(&self) -> u64 {
         self.lock().rv
+    }
+
+    /// Changes how long changes stay in the watch history (from now on).
+    pub fn set_watch_window(&self, window: Duration) {
+        let mut state = self.lock();
+        state.window = window;
+        self.trim(&mut state);
+    }
+
+    /// The newest resourceVersion a watch can no longer resume from (0 while nothing has
+    /// been dropped from the history).
+    pub fn compacted_rv(&self) -> u64 {
+        let mut state = self.lock();
+        self.trim(&mut state);
+        state.compacted
+    }
+
+    /// Drops changes beyond the count limit or older than the window.
+    fn trim(&self, state: &mut State) {
+        let now = Instant::now();
+        while let Some((at, change)) = state.history.front() {
+            let too_many = state.history.len() > self.history_limit;
+            let too_old = now.duration_since(*at) > state.window;
+            if !(too_many || too_old) {
+                break;
+            }
+            state.compacted = state.compacted.max(change.rv);
+            state.history.pop_front();
+        }
+    }
+
+    /// Whether a watch or list continuing from `rv` would miss dropped changes.
+    fn expired(state: &State, rv: u64) -> bool {
+        rv < state.compacted
     }
 
     fn key(rt: &ResourceType, ns: &str, name: &str) -> Key {
@@ -291,7 +347,8 @@ impl Store {
         limit: Option<usize>,
         continue_token: Option<&str>,
     ) -> Result<Page, ApiError> {
-        let state = self.lock();
+        let mut state = self.lock();
+        self.trim(&mut state);
         let start_after = match continue_token {
             Some(token) => Some(decode_continue(token)?),
             None => None,
@@ -299,8 +356,7 @@ impl Store {
         // Every page reports the first page's version, so a watch from it misses nothing
         // that changed while the later pages were read (it may replay some of it).
         let snapshot_rv = start_after.as_ref().map_or(state.rv, |s| s.2);
-        let oldest = state.history.front().map_or(state.rv, |c| c.rv);
-        if snapshot_rv + 1 < oldest && snapshot_rv < state.rv {
+        if Self::expired(&state, snapshot_rv) {
             return Err(ApiError::new(
                 410,
                 "Expired",
@@ -343,18 +399,21 @@ impl Store {
     /// Subscribes to changes after `from_rv`: the missed ones from history, then a receiver
     /// for later ones. `Err` when the history no longer reaches back that far (410 Gone).
     pub fn watch_from(&self, storage: &str, from_rv: u64) -> Result<Resumed, ApiError> {
-        let state = self.lock();
+        let mut state = self.lock();
+        self.trim(&mut state);
         let receiver = self.changes.subscribe();
-        let oldest = state.history.front().map_or(state.rv, |c| c.rv);
-        if from_rv + 1 < oldest && from_rv < state.rv {
+        // The watch cache's wording: the version asked for, then the newest one dropped
+        // (staging/src/k8s.io/apiserver/pkg/storage/cacher/watch_cache.go).
+        if Self::expired(&state, from_rv) {
             return Err(ApiError::gone(format!(
                 "too old resource version: {from_rv} ({})",
-                oldest - 1
+                state.compacted
             )));
         }
         let missed = state
             .history
             .iter()
+            .map(|(_, c)| c)
             .filter(|c| c.rv > from_rv && c.storage == storage)
             .cloned()
             .collect();
@@ -394,10 +453,8 @@ impl Store {
             namespace: key.namespace.clone(),
             object,
         });
-        state.history.push_back(change.clone());
-        while state.history.len() > self.history_limit {
-            state.history.pop_front();
-        }
+        state.history.push_back((Instant::now(), change.clone()));
+        self.trim(state);
         // No receivers is fine: nobody is watching.
         let _ = self.changes.send(change);
     }
@@ -420,7 +477,9 @@ impl Store {
 
     /// Forgets history up to the current version, so watches from older versions get 410.
     pub fn compact(&self) {
-        self.lock().history.clear();
+        let mut state = self.lock();
+        state.history.clear();
+        state.compacted = state.rv;
     }
 
     // ---- writes -------------------------------------------------------------------------
@@ -457,7 +516,7 @@ impl Store {
                     "the namespace of the provided object does not match the namespace sent on the request",
                 ));
             }
-            self.namespace_accepts_writes(state, ns)?;
+            self.namespace_accepts_writes(state, rt, ns, &body)?;
         }
         let mut name = str_at(&body, "name").to_string();
         if name.is_empty() {
@@ -494,7 +553,6 @@ impl Store {
             ] {
                 m.remove(field);
             }
-            m.remove("managedFields");
         }
         body = Self::to_storage(rt, body);
         let key = Self::key(rt, ns, &name);
@@ -531,7 +589,7 @@ impl Store {
         match applied_by {
             Some((manager, force)) => {
                 let owned = ssa::apply(None, &declared, rt, Part::Main, manager, force, &now)
-                    .map_err(|c| ApiError::conflict(rt, &name, &ssa::conflict_message(&c)))?;
+                    .map_err(|c| ssa::conflict_error(&c))?;
                 object["metadata"]["managedFields"] = owned["metadata"]["managedFields"].clone();
             }
             None => ssa::record_update(None, &mut object, rt, Part::Main, &opts.manager(), &now),
@@ -553,25 +611,57 @@ impl Store {
         })
     }
 
-    fn namespace_accepts_writes(&self, state: &State, ns: &str) -> Result<(), ApiError> {
+    /// The NamespaceLifecycle admission plugin: no content in a namespace that does not
+    /// exist or is being terminated
+    /// (plugin/pkg/admission/namespace/lifecycle/admission.go, whose Forbidden error
+    /// admission.NewForbidden names the object, or its generateName, and the resource).
+    fn namespace_accepts_writes(
+        &self,
+        state: &State,
+        rt: &ResourceType,
+        ns: &str,
+        body: &Value,
+    ) -> Result<(), ApiError> {
         let ns_key = Key {
             storage: "/namespaces".into(),
             namespace: String::new(),
             name: ns.to_string(),
         };
         match state.objects.get(&ns_key) {
-            None => Err(ApiError::new(
-                404,
-                "NotFound",
-                format!("namespaces \"{ns}\" not found"),
-            )),
-            Some(n) if !meta(n)["deletionTimestamp"].is_null() => Err(ApiError::new(
-                403,
-                "Forbidden",
-                format!(
-                    "unable to create new content in namespace {ns} because it is being terminated"
-                ),
-            )),
+            None => Err(ApiError {
+                details: Some(json!({"name": ns, "kind": "namespaces"})),
+                ..ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found"))
+            }),
+            Some(n) if !meta(n)["deletionTimestamp"].is_null() => {
+                let name = match (str_at(body, "name"), str_at(body, "generateName")) {
+                    ("", "") => "Unknown",
+                    ("", generate) => generate,
+                    (name, _) => name,
+                };
+                let mut details = json!({
+                    "name": name,
+                    "kind": rt.plural,
+                    "causes": [{
+                        "reason": "NamespaceTerminating",
+                        "message": format!("namespace {ns} is being terminated"),
+                        "field": "metadata.namespace",
+                    }],
+                });
+                if !rt.group.is_empty() {
+                    details["group"] = json!(rt.group);
+                }
+                Err(ApiError {
+                    details: Some(details),
+                    ..ApiError::new(
+                        403,
+                        "Forbidden",
+                        format!(
+                            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                            rt.qualified()
+                        ),
+                    )
+                })
+            }
             Some(_) => Ok(()),
         }
     }
@@ -832,6 +922,11 @@ impl Store {
                     "the name of the object ({body_name}) does not match the name on the URL ({name})"
                 )));
             }
+            // Ownership is the server's to record on apply (structuredmerge.go in
+            // staging/src/k8s.io/apimachinery/pkg/util/managedfields/internal).
+            if !meta(&patch)["managedFields"].is_null() {
+                return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+            }
             let patch = Self::to_storage(rt, patch);
             return match existing {
                 None if part == Part::Main => {
@@ -848,9 +943,7 @@ impl Store {
                     let now = now_rfc3339();
                     let merged =
                         ssa::apply(Some(&old), &patch, rt, part, &manager, opts.force, &now)
-                            .map_err(|c| {
-                                ApiError::conflict(rt, name, &ssa::conflict_message(&c))
-                            })?;
+                            .map_err(|c| ssa::conflict_error(&c))?;
                     self.write_locked(&mut state, rt, key, old, merged, part, opts, Some(()))
                 }
             };
@@ -954,16 +1047,31 @@ impl Store {
                 .into_iter()
                 .flatten()
                 .collect();
-            let added = meta(&object)["finalizers"]
+            let mut added: Vec<&str> = meta(&object)["finalizers"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|f| !old_finalizers.contains(&f));
-            if added {
+                .filter(|f| !old_finalizers.contains(f))
+                .filter_map(Value::as_str)
+                .collect();
+            added.sort_unstable();
+            added.dedup();
+            if !added.is_empty() {
+                // ValidateNoNewFinalizers in
+                // staging/src/k8s.io/apimachinery/pkg/api/validation/objectmeta.go prints the
+                // new names as a Go string slice.
+                let listed: Vec<String> = added.iter().map(|f| format!("{f:?}")).collect();
                 return Err(ApiError::invalid(
                     rt,
                     &name,
-                    vec![("metadata.finalizers".into(), "FieldValueForbidden", "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted".into())],
+                    vec![(
+                        "metadata.finalizers".into(),
+                        "FieldValueForbidden",
+                        format!(
+                            "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                            listed.join(", ")
+                        ),
+                    )],
                 ));
             }
         }

@@ -465,13 +465,13 @@ async fn server_side_apply_owns_fields_and_conflicts() {
             .collect::<Vec<_>>(),
         vec![("y".to_string(), "2".to_string())]
     );
-    // Apply needs a field manager.
+    // Apply needs a field manager: 422 on the PatchOptions (ValidatePatchOptions).
     let err = api_error(
         cms.patch("c", &PatchParams::default(), &Patch::Apply(&body))
             .await
             .expect_err("no manager"),
     );
-    assert_eq!(err.code, 400);
+    assert_eq!(err.code, 422);
 }
 
 #[tokio::test]
