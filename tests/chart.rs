@@ -609,6 +609,10 @@ fn values_reach_the_flags() {
         &format!("{RELEASE}-keyward-verifier"),
     );
     assert_eq!(pdb["spec"]["minAvailable"], 2);
+    // One replica: no budget, which would only block node drains.
+    let single = rendered(&strings(&["--set", "verifier.replicas=1"]));
+    assert!(of_kind(&single, "PodDisruptionBudget").is_empty());
+    assert_eq!(of_kind(&rendered(&[]), "PodDisruptionBudget").len(), 1);
     // Defaults: plain HTTP, no TLS volume.
     let plain = rendered(&[]);
     let va = args_of(verifier(&plain));
