@@ -66,6 +66,9 @@ impl Fault {
 /// One request as the emulator saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
+    /// Who asked: the request's bearer token, which names the user (tokens are not checked:
+    /// the emulator attributes requests, it does not authenticate them); `""` without one.
+    pub user: String,
     pub verb: String,
     /// API group (`""` for core).
     pub group: String,

@@ -409,6 +409,16 @@ fn wants_table(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("as=Table"))
 }
 
+/// The user a request is attributed to: its bearer token (see [`crate::Emulator::kubeconfig_yaml_as`]).
+fn user_of(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn verb_of(method: &Method, target: &Target, query: &HashMap<String, String>) -> &'static str {
     let watch = query.get("watch").is_some_and(|v| v == "true" || v == "1");
     match (method, target.name.is_some()) {
@@ -439,6 +449,7 @@ async fn serve(
     };
     let mut fail_after = None;
     shared.hooks.record(crate::faults::Recorded {
+        user: user_of(headers),
         verb: verb.to_string(),
         group: target.rt.group.clone(),
         resource: target.rt.plural.clone(),

@@ -144,8 +144,18 @@ impl Emulator {
 
     /// A kubeconfig that points kubectl and kube-rs at this emulator.
     pub fn kubeconfig_yaml(&self, namespace: &str) -> String {
+        self.kubeconfig(namespace, "{}")
+    }
+
+    /// A kubeconfig whose requests the emulator's request log attributes to `user` (sent as
+    /// the bearer token; the emulator does not authenticate, so any name works).
+    pub fn kubeconfig_yaml_as(&self, namespace: &str, user: &str) -> String {
+        self.kubeconfig(namespace, &format!("\n    token: {user}"))
+    }
+
+    fn kubeconfig(&self, namespace: &str, user: &str) -> String {
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: keyward-emulator\n  cluster:\n    server: {url}\ncontexts:\n- name: keyward-emulator\n  context:\n    cluster: keyward-emulator\n    user: keyward-emulator\n    namespace: {namespace}\ncurrent-context: keyward-emulator\nusers:\n- name: keyward-emulator\n  user: {{}}\npreferences: {{}}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: keyward-emulator\n  cluster:\n    server: {url}\ncontexts:\n- name: keyward-emulator\n  context:\n    cluster: keyward-emulator\n    user: keyward-emulator\n    namespace: {namespace}\ncurrent-context: keyward-emulator\nusers:\n- name: keyward-emulator\n  user: {user}\npreferences: {{}}\n",
             url = self.url()
         )
     }
