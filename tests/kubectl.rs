@@ -605,3 +605,310 @@ fn client_side_then_server_side_apply_upgrades_ownership() {
         "3"
     );
 }
+
+// ---- fidelity of built-in kinds (issue 19) ------------------------------------------------
+
+/// `kubectl create secret generic` sends protobuf; the Secret still gets `type: Opaque`
+/// (SetDefaults_Secret in kubernetes/kubernetes pkg/apis/core/v1/defaults.go runs whatever
+/// the encoding), and a namespace created by kubectl carries `kubernetes.io/metadata.name`
+/// with kubectl's managedFields entry owning it
+/// (https://kubernetes.io/docs/reference/labels-annotations-taints/#kubernetes-io-metadata-name).
+#[test]
+fn imperative_creates_get_the_servers_defaults() {
+    let pg = Playground::start(None);
+    pg.ok(&["create", "namespace", "team-b"]);
+    pg.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        "team-b",
+        "--from-literal=a=b",
+    ]);
+    let ty = pg.ok(&[
+        "get",
+        "secret",
+        "s",
+        "-n",
+        "team-b",
+        "-o",
+        "jsonpath={.type}",
+    ]);
+    assert_eq!(ty, "Opaque");
+    let label = pg.ok(&[
+        "get",
+        "namespace",
+        "team-b",
+        "-o",
+        "jsonpath={.metadata.labels.kubernetes\\.io/metadata\\.name}",
+    ]);
+    assert_eq!(label, "team-b");
+    let manager = pg.ok(&[
+        "get",
+        "namespace",
+        "team-b",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[0].manager}",
+    ]);
+    assert_eq!(manager, "kubectl-create");
+}
+
+/// Client-side apply of a large ConfigMap stores it again in the last-applied annotation,
+/// which the server refuses past 256 KiB (ValidateAnnotations in kubernetes/kubernetes
+/// staging/src/k8s.io/apimachinery/pkg/api/validation/objectmeta.go).
+#[test]
+fn client_side_apply_of_a_large_configmap_hits_the_annotation_limit() {
+    let pg = Playground::start(None);
+    let big = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n  blob: {}\n",
+        "x".repeat(300 * 1024)
+    );
+    let path = pg.file("big.yaml", &big);
+    let err = pg.fails(&["apply", "-f", &path]);
+    assert!(
+        err.contains("metadata.annotations: Too long: must have at most 262144 bytes"),
+        "{err}"
+    );
+    // Without the annotation it fits.
+    pg.ok(&["create", "-f", &path]);
+}
+
+/// What `kubectl get` and `kubectl explain` show for built-in kinds on a cluster: the
+/// Deployment columns (printDeployment in kubernetes/kubernetes
+/// pkg/printers/internalversion/printers.go), pods listed even when there are none, and
+/// field documentation from the built-in OpenAPI v3 schemas.
+#[test]
+fn kubectl_shows_built_in_kinds_like_a_cluster() {
+    let pg = Playground::start(None);
+    let empty = pg.kubectl(&["get", "pods"]);
+    assert!(
+        empty.status.success(),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&empty.stderr).contains("No resources found in default namespace."),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
+    // `kubectl create deployment` sends protobuf, which the emulator decodes for a few
+    // core kinds only; YAML through apply reaches the same defaults.
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.27\n";
+    let path = pg.file("web.yaml", deployment);
+    pg.ok(&["apply", "-f", &path]);
+    let table = pg.ok(&["get", "deployments"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{table}"
+    );
+    assert!(table.contains("0/2"), "{table}");
+    let strategy = pg.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.spec.strategy.type} {.spec.template.spec.containers[0].imagePullPolicy}",
+    ]);
+    assert_eq!(strategy, "RollingUpdate IfNotPresent");
+    let explained = pg.ok(&["explain", "deployment.spec.strategy"]);
+    assert!(
+        explained.contains("rollingUpdate") && explained.contains("DeploymentStrategy"),
+        "{explained}"
+    );
+    let explained = pg.ok(&["explain", "services.spec"]);
+    assert!(explained.contains("clusterIP"), "{explained}");
+}
+
+/// The kinds a Helm chart installs apply with kubectl client-side and server-side, twice
+/// (https://kubernetes.io/docs/reference/kubernetes-api/ lists where each is served).
+#[test]
+fn a_rendered_chart_applies_client_and_server_side() {
+    let pg = Playground::start(None);
+    let chart = r#"apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: keyward
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: keyward
+rules:
+- apiGroups: ["keyward.dev"]
+  resources: ["apikeys", "apikeys/status"]
+  verbs: ["get", "list", "watch", "patch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: keyward
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: keyward
+subjects:
+- kind: ServiceAccount
+  name: keyward
+  namespace: default
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: keyward-leader
+rules:
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: keyward-leader
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: keyward-leader
+subjects:
+- kind: ServiceAccount
+  name: keyward
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: keyward-verifier
+spec:
+  selector:
+    app: keyward-verifier
+  ports:
+  - name: http
+    port: 8080
+  - name: metrics
+    port: 9090
+    targetPort: 9090
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: keyward-verifier
+spec:
+  minAvailable: 1
+  selector:
+    matchLabels:
+      app: keyward-verifier
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: keyward-verifier
+spec:
+  podSelector:
+    matchLabels:
+      app: keyward-verifier
+  ingress:
+  - ports:
+    - port: 8080
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: keyward-verifier
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: keyward-verifier
+  template:
+    metadata:
+      labels:
+        app: keyward-verifier
+    spec:
+      serviceAccountName: keyward
+      containers:
+      - name: verifier
+        image: ghcr.io/keyward/keyward:0.1.0
+        ports:
+        - containerPort: 8080
+        env:
+        - name: RUST_LOG
+          value: info
+"#;
+    let path = pg.file("chart.yaml", chart);
+    let first = pg.ok(&["apply", "-f", &path]);
+    assert_eq!(first.lines().count(), 9, "{first}");
+    assert!(
+        first.contains("service/keyward-verifier created"),
+        "{first}"
+    );
+    let versions = || {
+        pg.ok(&[
+            "get",
+            "sa,clusterrole,clusterrolebinding,role,rolebinding,service,pdb,netpol,deployment",
+            "-o",
+            "jsonpath={..metadata.resourceVersion}",
+        ])
+    };
+    let before = versions();
+    let again = pg.ok(&["apply", "-f", &path]);
+    // kubectl's three-way diff still sends a patch for an atomic list the server defaulted
+    // into (NetworkPolicy ports gain `protocol: TCP`) and for replace-strategy fields; the
+    // server finds nothing to change, so no object gets a new resourceVersion.
+    for kind in [
+        "service/",
+        "deployment.apps/",
+        "rolebinding.",
+        "clusterrole.",
+    ] {
+        assert!(
+            again
+                .lines()
+                .filter(|l| l.starts_with(kind))
+                .all(|l| l.ends_with("unchanged")),
+            "{again}"
+        );
+    }
+    assert_eq!(versions(), before, "re-applying changes nothing: {again}");
+    let edited = chart.replace("value: info", "value: debug");
+    let path = pg.file("chart2.yaml", &edited);
+    let out = pg.ok(&["apply", "-f", &path]);
+    assert!(
+        out.contains("deployment.apps/keyward-verifier configured"),
+        "{out}"
+    );
+    let containers = pg.ok(&[
+        "get",
+        "deployment",
+        "keyward-verifier",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[*].name} {.spec.template.spec.containers[0].ports[*].containerPort}",
+    ]);
+    assert_eq!(
+        containers, "verifier 8080",
+        "lists merged by key, not duplicated"
+    );
+    let out = pg.ok(&["apply", "--server-side", "--force-conflicts", "-f", &path]);
+    assert!(out.contains("serverside-applied"), "{out}");
+    let ports = pg.ok(&[
+        "get",
+        "service",
+        "keyward-verifier",
+        "-o",
+        "jsonpath={.spec.ports[*].port}/{.spec.ports[*].targetPort}/{.spec.type}",
+    ]);
+    assert_eq!(ports, "8080 9090/8080 9090/ClusterIP");
+    let table = pg.ok(&["get", "pdb,netpol,rolebinding"]);
+    assert!(
+        table.contains("MIN AVAILABLE")
+            && table.contains("POD-SELECTOR")
+            && table.contains("Role/keyward-leader"),
+        "{table}"
+    );
+}

@@ -124,6 +124,9 @@ pub fn openapi_v3_index(resources: &[ResourceType]) -> Value {
     let mut paths = serde_json::Map::new();
     for r in resources {
         let path = gv_path(&r.group, &r.version);
+        if paths.contains_key(&path) {
+            continue;
+        }
         let hash = format!(
             "{:016x}",
             fingerprint(&openapi_v3_document(resources, &r.group, &r.version))
@@ -175,7 +178,8 @@ pub fn openapi_v3_document(resources: &[ResourceType], group: &str, version: &st
         .filter(|r| r.group == group && r.version == version)
     {
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let name = schema_name(r);
+        let builtin = r.builtin.and_then(crate::kinds::schemas);
+        let name = builtin.map_or_else(|| schema_name(r), |(name, _)| name.clone());
         let reference = json!({"$ref": format!("#/components/schemas/{name}")});
         let ok = json!({"200": {"description": "OK", "content": {"application/json": {"schema": reference}}}});
         let op = |action: &str| {
@@ -205,6 +209,15 @@ pub fn openapi_v3_document(resources: &[ResourceType], group: &str, version: &st
                 format!("{collection}/{{name}}/status"),
                 json!({"get": op("get"), "put": op("put"), "patch": op("patch")}),
             );
+        }
+        if let Some((_, defs)) = builtin {
+            // The kind's real schema and the ones it refers to, as the apiserver publishes
+            // them; `kubectl explain` walks these.
+            for (def, schema) in defs {
+                schemas.entry(def.clone()).or_insert_with(|| schema.clone());
+            }
+            schemas[&name]["x-kubernetes-group-version-kind"] = json!([gvk]);
+            continue;
         }
         let mut schema = r.schema.as_ref().map(|s| s.value.clone()).unwrap_or_else(
             || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
@@ -241,6 +254,12 @@ pub fn openapi_v2(resources: &[ResourceType]) -> Value {
             item,
             json!({"patch": {"x-kubernetes-group-version-kind": gvk, "parameters": params, "responses": {"200": {"description": "OK"}}}}),
         );
+        if r.builtin.is_some() {
+            // No v2 model for built-in kinds: kubectl then builds strategic merge patches
+            // from its compiled-in Go types, which carry the real merge keys, where a
+            // schemaless model would make it diff lists and maps it cannot see into.
+            continue;
+        }
         let mut schema = r
             .schema
             .as_ref()

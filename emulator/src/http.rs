@@ -495,6 +495,9 @@ async fn dispatch(
     target: &Target,
     bytes: &Bytes,
 ) -> Result<Response, ApiError> {
+    if matches!(verb, "create" | "update" | "patch") {
+        crate::limits::check_body(bytes.len())?;
+    }
     let store = &shared.store;
     let rt = &target.rt;
     let ns = target.namespace.clone().unwrap_or_default();

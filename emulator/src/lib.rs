@@ -18,6 +18,8 @@ pub mod error;
 mod events;
 pub mod faults;
 mod http;
+pub mod kinds;
+mod limits;
 mod names;
 mod patch;
 mod protobuf;

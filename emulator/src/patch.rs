@@ -147,6 +147,9 @@ fn smp_keyed_list(
     rt: &ResourceType,
     path: &mut Vec<String>,
 ) -> Result<Vec<Value>, String> {
+    // Strategic merge patch matches on the Go type's one patchMergeKey, the first of the
+    // list-map keys (a container port by containerPort, a service port by port).
+    let keys = &keys[..keys.len().min(1)];
     let key_of = |v: &Value| {
         keys.iter()
             .map(|k| v.get(k).cloned().unwrap_or(Value::Null))

@@ -1,7 +1,8 @@
 //! Protobuf request bodies. `kubectl create secret|configmap|namespace` sends
 //! `application/vnd.kubernetes.protobuf` and never falls back to JSON, so the emulator
 //! decodes the envelope (`k8s\0` + runtime.Unknown) and the object with k8s-pb, then
-//! continues in JSON like every other request.
+//! continues in JSON like every other request, defaults included. Which kinds decode is
+//! each kind's row in `crate::kinds`.
 
 use base64::Engine;
 use k8s_pb::api::core::v1 as core;
@@ -50,8 +51,8 @@ fn metadata(m: Option<meta::ObjectMeta>) -> Value {
     Value::Object(out)
 }
 
-/// Decodes a protobuf body into the JSON form of the object. Only the kinds kubectl
-/// creates imperatively are supported; others get a clear error.
+/// Decodes a protobuf body into the JSON form of the object, with the decoder the kind's
+/// row names; kinds without one get a clear error.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
     let raw = body
         .strip_prefix(MAGIC)
@@ -61,67 +62,69 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     let api_version = type_meta.api_version.unwrap_or_default();
     let kind = type_meta.kind.unwrap_or_default();
     let bytes = unknown.raw.unwrap_or_default();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let object = match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Secret") => {
-            let s = core::Secret::decode(bytes.as_slice()).map_err(|e| format!("Secret: {e}"))?;
-            let data: Map<String, Value> = s
-                .data
-                .into_iter()
-                .map(|(k, v)| (k, json!(b64.encode(v))))
-                .collect();
-            let mut o = json!({"metadata": metadata(s.metadata), "data": data});
-            if !s.string_data.is_empty() {
-                o["stringData"] = json!(s.string_data);
-            }
-            if let Some(t) = s.r#type {
-                o["type"] = json!(t);
-            }
-            if let Some(i) = s.immutable {
-                o["immutable"] = json!(i);
-            }
-            o
-        }
-        ("v1", "ConfigMap") => {
-            let c =
-                core::ConfigMap::decode(bytes.as_slice()).map_err(|e| format!("ConfigMap: {e}"))?;
-            let mut o = json!({"metadata": metadata(c.metadata)});
-            if !c.data.is_empty() {
-                o["data"] = json!(c.data);
-            }
-            if !c.binary_data.is_empty() {
-                let bin: Map<String, Value> = c
-                    .binary_data
-                    .into_iter()
-                    .map(|(k, v)| (k, json!(b64.encode(v))))
-                    .collect();
-                o["binaryData"] = Value::Object(bin);
-            }
-            if let Some(i) = c.immutable {
-                o["immutable"] = json!(i);
-            }
-            o
-        }
-        ("v1", "Namespace") => {
-            let n =
-                core::Namespace::decode(bytes.as_slice()).map_err(|e| format!("Namespace: {e}"))?;
-            json!({"metadata": metadata(n.metadata)})
-        }
-        ("v1", "ServiceAccount") => {
-            let s = core::ServiceAccount::decode(bytes.as_slice())
-                .map_err(|e| format!("ServiceAccount: {e}"))?;
-            json!({"metadata": metadata(s.metadata)})
-        }
-        (v, k) => {
-            return Err(format!(
-                "protobuf bodies for {v} {k} are not supported by the emulator; send JSON"
-            ));
-        }
-    };
-    let mut object = object;
+    let decoder = crate::kinds::BUILTINS
+        .iter()
+        .find(|k| k.api_version() == api_version && k.kind == kind)
+        .and_then(|k| k.protobuf)
+        .ok_or_else(|| {
+            format!(
+                "protobuf bodies for {api_version} {kind} are not supported by the emulator; send JSON"
+            )
+        })?;
+    let mut object = decoder(&bytes)?;
     object["apiVersion"] = json!(api_version);
     object["kind"] = json!(kind);
     Ok(object)
+}
+
+fn b64(bytes: Vec<u8>) -> Value {
+    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+pub fn secret(bytes: &[u8]) -> Result<Value, String> {
+    let s = core::Secret::decode(bytes).map_err(|e| format!("Secret: {e}"))?;
+    let data: Map<String, Value> = s.data.into_iter().map(|(k, v)| (k, b64(v))).collect();
+    let mut o = json!({"metadata": metadata(s.metadata), "data": data});
+    if !s.string_data.is_empty() {
+        o["stringData"] = json!(s.string_data);
+    }
+    if let Some(t) = s.r#type {
+        o["type"] = json!(t);
+    }
+    if let Some(i) = s.immutable {
+        o["immutable"] = json!(i);
+    }
+    Ok(o)
+}
+
+pub fn config_map(bytes: &[u8]) -> Result<Value, String> {
+    let c = core::ConfigMap::decode(bytes).map_err(|e| format!("ConfigMap: {e}"))?;
+    let mut o = json!({"metadata": metadata(c.metadata)});
+    if !c.data.is_empty() {
+        o["data"] = json!(c.data);
+    }
+    if !c.binary_data.is_empty() {
+        let bin: Map<String, Value> = c
+            .binary_data
+            .into_iter()
+            .map(|(k, v)| (k, b64(v)))
+            .collect();
+        o["binaryData"] = Value::Object(bin);
+    }
+    if let Some(i) = c.immutable {
+        o["immutable"] = json!(i);
+    }
+    Ok(o)
+}
+
+pub fn namespace(bytes: &[u8]) -> Result<Value, String> {
+    let n = core::Namespace::decode(bytes).map_err(|e| format!("Namespace: {e}"))?;
+    Ok(json!({"metadata": metadata(n.metadata)}))
+}
+
+pub fn service_account(bytes: &[u8]) -> Result<Value, String> {
+    let s = core::ServiceAccount::decode(bytes).map_err(|e| format!("ServiceAccount: {e}"))?;
+    Ok(json!({"metadata": metadata(s.metadata)}))
 }
 
 #[cfg(test)]

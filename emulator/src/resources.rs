@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use crate::kinds::{BUILTINS, Kind};
+
 /// How a list field merges under server-side apply and strategic merge patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListType {
@@ -54,48 +56,34 @@ pub struct ResourceType {
     pub storage: String,
     /// Served from a CustomResourceDefinition.
     pub custom: bool,
+    /// A built-in kind's defaults, validation, columns and schema.
+    pub builtin: Option<&'static Kind>,
 }
 
 impl ResourceType {
-    fn builtin(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool) -> Self {
+    fn builtin(kind: &'static Kind) -> Self {
+        let strings = |names: &[&str]| names.iter().map(|s| s.to_string()).collect();
         Self {
-            group: group.into(),
-            version: version.into(),
-            plural: plural.into(),
-            singular: kind.to_lowercase(),
-            kind: kind.into(),
-            namespaced,
-            short_names: Vec::new(),
-            categories: Vec::new(),
-            status_subresource: false,
-            has_generation: false,
+            group: kind.group.into(),
+            version: kind.version.into(),
+            plural: kind.plural.into(),
+            singular: kind.kind.to_lowercase(),
+            kind: kind.kind.into(),
+            namespaced: kind.namespaced,
+            short_names: strings(kind.short_names),
+            categories: strings(kind.categories),
+            status_subresource: kind.status_subresource,
+            has_generation: kind.has_generation,
             schema: None,
             printer_columns: Vec::new(),
-            extra_field_selectors: Vec::new(),
-            storage: format!("{group}/{plural}"),
+            extra_field_selectors: strings(kind.field_selectors),
+            storage: kind
+                .storage
+                .map(String::from)
+                .unwrap_or_else(|| format!("{}/{}", kind.group, kind.plural)),
             custom: false,
+            builtin: Some(kind),
         }
-    }
-
-    fn short(mut self, names: &[&str]) -> Self {
-        self.short_names = names.iter().map(|s| s.to_string()).collect();
-        self
-    }
-
-    fn with_status(mut self) -> Self {
-        self.status_subresource = true;
-        self.has_generation = true;
-        self
-    }
-
-    fn fields(mut self, fields: &[&str]) -> Self {
-        self.extra_field_selectors = fields.iter().map(|s| s.to_string()).collect();
-        self
-    }
-
-    fn categories(mut self, categories: &[&str]) -> Self {
-        self.categories = categories.iter().map(|s| s.to_string()).collect();
-        self
     }
 
     /// `v1` or `group/version`.
@@ -199,6 +187,10 @@ fn builtin_list_type(path: &[&str]) -> ListType {
         "ports" if path.contains(&"containers") || path.contains(&"initContainers") => {
             ListType::Map(vec!["containerPort".into(), "protocol".into()])
         }
+        // Service ports.
+        "ports" if path == ["spec", "ports"] => {
+            ListType::Map(vec!["port".into(), "protocol".into()])
+        }
         "conditions" => key("type"),
         "finalizers" => ListType::Set,
         _ => ListType::Atomic,
@@ -207,68 +199,7 @@ fn builtin_list_type(path: &[&str]) -> ListType {
 
 /// The resources served from the start, as a fresh kube-apiserver serves them.
 pub fn builtins() -> Vec<ResourceType> {
-    let mut events_v1 = ResourceType::builtin("events.k8s.io", "v1", "events", "Event", true)
-        .short(&["ev"])
-        .fields(&[
-            "regarding.kind",
-            "regarding.name",
-            "regarding.namespace",
-            "regarding.uid",
-            "reason",
-            "type",
-            "reportingController",
-        ]);
-    events_v1.storage = "events".into();
-    let mut events_core = ResourceType::builtin("", "v1", "events", "Event", true)
-        .short(&["ev"])
-        .fields(&[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ]);
-    events_core.storage = "events".into();
-    let mut namespaces = ResourceType::builtin("", "v1", "namespaces", "Namespace", false)
-        .short(&["ns"])
-        .fields(&["status.phase"]);
-    namespaces.status_subresource = true;
-    vec![
-        namespaces,
-        ResourceType::builtin("", "v1", "secrets", "Secret", true).fields(&["type"]),
-        ResourceType::builtin("", "v1", "configmaps", "ConfigMap", true).short(&["cm"]),
-        ResourceType::builtin("", "v1", "serviceaccounts", "ServiceAccount", true).short(&["sa"]),
-        events_core,
-        events_v1,
-        ResourceType::builtin("coordination.k8s.io", "v1", "leases", "Lease", true),
-        ResourceType::builtin("apps", "v1", "deployments", "Deployment", true)
-            .short(&["deploy"])
-            .categories(&["all"])
-            .with_status(),
-        ResourceType::builtin("apps", "v1", "statefulsets", "StatefulSet", true)
-            .short(&["sts"])
-            .categories(&["all"])
-            .with_status(),
-        ResourceType::builtin("apps", "v1", "daemonsets", "DaemonSet", true)
-            .short(&["ds"])
-            .categories(&["all"])
-            .with_status(),
-        ResourceType::builtin(
-            "apiextensions.k8s.io",
-            "v1",
-            "customresourcedefinitions",
-            "CustomResourceDefinition",
-            false,
-        )
-        .short(&["crd", "crds"])
-        .with_status(),
-    ]
+    BUILTINS.iter().map(|k| ResourceType::builtin(k)).collect()
 }
 
 /// Problems with a CustomResourceDefinition that a real apiserver refuses.
@@ -385,6 +316,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
                 .collect(),
             storage: format!("{group}/{plural}"),
             custom: true,
+            builtin: None,
         })
         .collect()
 }

@@ -14,6 +14,8 @@ use tokio::sync::broadcast;
 
 use crate::error::ApiError;
 use crate::events;
+use crate::kinds::NameRule;
+use crate::limits;
 use crate::names;
 use crate::resources::{self, ResourceType};
 use crate::schema::{self, FieldValidation};
@@ -595,6 +597,7 @@ impl Store {
             None => ssa::record_update(None, &mut object, rt, Part::Main, &opts.manager(), &now),
         }
         self.after_admission(state, rt, &mut object, &now);
+        limits::check_object(&object)?;
         if opts.dry_run {
             return Ok(Written {
                 object: Self::present(rt, &object),
@@ -684,12 +687,12 @@ impl Store {
             rt.api_version()
         });
         object["kind"] = json!(rt.kind);
-        let name_ok = if rt.plural == "namespaces" {
-            names::is_dns_label(name)
-        } else {
-            names::is_dns_subdomain(name)
+        let name_ok = match rt.builtin.map_or(NameRule::Subdomain, |k| k.name_rule) {
+            NameRule::Subdomain => names::is_dns_subdomain(name),
+            NameRule::Label => names::is_dns_label(name),
+            NameRule::Any => true,
         };
-        if !name_ok && rt.storage != "events" {
+        if !name_ok {
             return Err(ApiError::invalid(
                 rt,
                 name,
@@ -702,7 +705,7 @@ impl Store {
                 )],
             ));
         }
-        self.check_labels(rt, name, &object)?;
+        self.check_metadata(rt, name, &object)?;
         if let Some(crd_schema) = &rt.schema {
             let checked =
                 schema::check_compiled(&crd_schema.value, &crd_schema.compiled, &object, old);
@@ -748,42 +751,44 @@ impl Store {
             }
             object = stored;
         }
-        match rt.storage.as_str() {
-            "/secrets" => object = admit_secret(rt, name, old, object)?,
-            "apiextensions.k8s.io/customresourcedefinitions" => {
-                let problems = resources::check_crd(&object);
-                if !problems.is_empty() {
-                    let causes = problems
-                        .into_iter()
-                        .map(|p| (String::new(), "FieldValueInvalid", p))
-                        .collect();
-                    return Err(ApiError::invalid(rt, name, causes));
-                }
-                let spec = &object["spec"];
-                let clash = state.resources.iter().any(|r| {
-                    r.group == spec["group"].as_str().unwrap_or_default()
-                        && r.plural == spec["names"]["plural"].as_str().unwrap_or_default()
-                        && !r.custom
-                });
-                if clash {
-                    return Err(ApiError::invalid(
-                        rt,
-                        name,
-                        vec![(
-                            "spec.names.plural".into(),
-                            "FieldValueInvalid",
-                            "spec.names.plural: names clash with a built-in resource".into(),
-                        )],
-                    ));
-                }
+        if let Some(kind) = rt.builtin {
+            (kind.defaults)(&mut object, old);
+            let causes = (kind.validate)(&object, old);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(rt, name, causes));
             }
-            _ => {}
+        }
+        if rt.storage == "apiextensions.k8s.io/customresourcedefinitions" {
+            // What a CRD may not claim depends on what is served, which only the store knows.
+            let spec = &object["spec"];
+            let clash = state.resources.iter().any(|r| {
+                r.group == spec["group"].as_str().unwrap_or_default()
+                    && r.plural == spec["names"]["plural"].as_str().unwrap_or_default()
+                    && !r.custom
+            });
+            if clash {
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    vec![(
+                        "spec.names.plural".into(),
+                        "FieldValueInvalid",
+                        "spec.names.plural: names clash with a built-in resource".into(),
+                    )],
+                ));
+            }
         }
         Ok(object)
     }
 
-    fn check_labels(&self, rt: &ResourceType, name: &str, object: &Value) -> Result<(), ApiError> {
-        let mut causes = Vec::new();
+    fn check_metadata(
+        &self,
+        rt: &ResourceType,
+        name: &str,
+        object: &Value,
+    ) -> Result<(), ApiError> {
+        let mut causes: Vec<crate::kinds::Cause> =
+            limits::check_annotations(object).into_iter().collect();
         for (k, v) in meta(object)["labels"].as_object().into_iter().flatten() {
             let value = v.as_str().unwrap_or_default();
             if !names::is_label_key(k) {
@@ -800,21 +805,10 @@ impl Store {
         }
     }
 
-    /// Per-kind state the apiserver fills in (CRD status, namespace phase).
+    /// State the apiserver fills in for a CRD it accepts.
     fn after_admission(&self, _state: &State, rt: &ResourceType, object: &mut Value, now: &str) {
-        match rt.storage.as_str() {
-            "apiextensions.k8s.io/customresourcedefinitions" => {
-                object["status"] = resources::crd_status(object, now);
-            }
-            "/namespaces" => {
-                if object["status"]["phase"].is_null() {
-                    object["status"] = json!({"phase": "Active"});
-                }
-                if object["spec"].is_null() {
-                    object["spec"] = json!({"finalizers": ["kubernetes"]});
-                }
-            }
-            _ => {}
+        if rt.storage == "apiextensions.k8s.io/customresourcedefinitions" {
+            object["status"] = resources::crd_status(object, now);
         }
     }
 
@@ -1104,6 +1098,7 @@ impl Store {
         if rt.storage == "apiextensions.k8s.io/customresourcedefinitions" && part == Part::Main {
             object["status"] = old["status"].clone();
         }
+        limits::check_object(&object)?;
         if same_ignoring_managed_times(&old, &object) {
             return Ok(Written {
                 object: Self::present(rt, &old),
@@ -1466,63 +1461,6 @@ fn same_ignoring_managed_times(a: &Value, b: &Value) -> bool {
         v
     };
     strip(a) == strip(b)
-}
-
-fn admit_secret(
-    rt: &ResourceType,
-    name: &str,
-    old: Option<&Value>,
-    mut object: Value,
-) -> Result<Value, ApiError> {
-    let engine = base64::engine::general_purpose::STANDARD;
-    if let Some(Value::Object(string_data)) = object.get("stringData").cloned() {
-        let data = object["data"].as_object().cloned().unwrap_or_default();
-        let mut data = data;
-        for (k, v) in string_data {
-            data.insert(k, json!(engine.encode(v.as_str().unwrap_or_default())));
-        }
-        object["data"] = Value::Object(data);
-    }
-    object.as_object_mut().map(|m| m.remove("stringData"));
-    let mut causes = Vec::new();
-    for (k, v) in object["data"].as_object().into_iter().flatten() {
-        if v.as_str().is_none_or(|s| engine.decode(s).is_err()) {
-            causes.push((
-                format!("data[{k}]"),
-                "FieldValueInvalid",
-                format!("data[{k}]: Invalid value: illegal base64 data"),
-            ));
-        }
-        if !names::is_data_key(k) {
-            causes.push((format!("data[{k}]"), "FieldValueInvalid", format!("data[{k}]: Invalid value: {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.'")));
-        }
-    }
-    if object["type"].is_null() {
-        object["type"] = json!("Opaque");
-    }
-    if let Some(old) = old {
-        if old["type"] != object["type"] {
-            causes.push((
-                "type".into(),
-                "FieldValueInvalid",
-                "type: Invalid value: field is immutable".into(),
-            ));
-        }
-        if old["immutable"].as_bool() == Some(true)
-            && (old["data"] != object["data"] || object["immutable"].as_bool() != Some(true))
-        {
-            causes.push((
-                "data".into(),
-                "FieldValueForbidden",
-                "data: Forbidden: field is immutable when `immutable` is set".into(),
-            ));
-        }
-    }
-    if causes.is_empty() {
-        Ok(object)
-    } else {
-        Err(ApiError::invalid(rt, name, causes))
-    }
 }
 
 /// A continue token: where the next page starts, and the resourceVersion of the list's

@@ -136,7 +136,7 @@ pub fn human_duration(seconds: i64) -> String {
 }
 
 /// A timestamp as the age the apiserver prints for it.
-fn age_of(value: &Value) -> Value {
+pub(crate) fn age_of(value: &Value) -> Value {
     match value
         .as_str()
         .and_then(|s| s.parse::<jiff::Timestamp>().ok())
@@ -160,10 +160,6 @@ fn cell(value: Option<&Value>, ty: &str) -> Value {
 
 fn column(name: &str, ty: &str, format: &str, description: &str, priority: i64) -> Value {
     json!({"name": name, "type": ty, "format": format, "description": description, "priority": priority})
-}
-
-fn age(object: &Value) -> Value {
-    age_of(&object["metadata"]["creationTimestamp"])
 }
 
 /// The columns and cells for a list of objects of `rt`.
@@ -235,147 +231,37 @@ pub fn table(
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
 }
 
+/// A built-in kind's columns, from its row in `crate::kinds`; kinds without a row print
+/// Name and Age.
 fn builtin_table(
     rt: &ResourceType,
     objects: &[Value],
     name_col: Value,
 ) -> (Vec<Value>, Vec<Vec<Value>>) {
-    let age_col = column("Age", "string", "", "", 0);
-    let count = |v: &Value| v.as_object().map_or(0, |m| m.len());
-    match rt.plural.as_str() {
-        "secrets" => (
-            vec![
-                name_col,
-                column("Type", "string", "", "", 0),
-                column("Data", "string", "", "", 0),
-                age_col,
-            ],
-            objects
-                .iter()
-                .map(|o| {
-                    vec![
-                        o["metadata"]["name"].clone(),
-                        o["type"].clone(),
-                        json!(count(&o["data"])),
-                        age(o),
-                    ]
-                })
-                .collect(),
-        ),
-        "configmaps" => (
-            vec![name_col, column("Data", "string", "", "", 0), age_col],
-            objects
-                .iter()
-                .map(|o| {
-                    vec![
-                        o["metadata"]["name"].clone(),
-                        json!(count(&o["data"]) + count(&o["binaryData"])),
-                        age(o),
-                    ]
-                })
-                .collect(),
-        ),
-        "namespaces" => (
-            vec![name_col, column("Status", "string", "", "", 0), age_col],
-            objects
-                .iter()
-                .map(|o| {
-                    vec![
-                        o["metadata"]["name"].clone(),
-                        o["status"]["phase"].clone(),
-                        age(o),
-                    ]
-                })
-                .collect(),
-        ),
-        "deployments" | "statefulsets" | "daemonsets" => (
-            vec![
-                name_col,
-                column("Ready", "string", "", "", 0),
-                column("Up-to-date", "string", "", "", 0),
-                age_col,
-            ],
-            objects
-                .iter()
-                .map(|o| {
-                    let ready = format!(
-                        "{}/{}",
-                        o["status"]["readyReplicas"].as_i64().unwrap_or(0),
-                        o["spec"]["replicas"].as_i64().unwrap_or(1)
-                    );
-                    vec![
-                        o["metadata"]["name"].clone(),
-                        json!(ready),
-                        json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0)),
-                        age(o),
-                    ]
-                })
-                .collect(),
-        ),
-        "events" => (
-            vec![
-                column("Last Seen", "string", "", "", 0),
-                column("Type", "string", "", "", 0),
-                column("Reason", "string", "", "", 0),
-                column("Object", "string", "", "", 0),
-                column("Message", "string", "", "", 0),
-            ],
-            objects
-                .iter()
-                .map(|o| {
-                    let core = if o["apiVersion"] == "events.k8s.io/v1" {
-                        crate::events::to_core(o)
-                    } else {
-                        o.clone()
-                    };
-                    let seen = [
-                        &core["lastTimestamp"],
-                        &core["eventTime"],
-                        &core["metadata"]["creationTimestamp"],
-                    ]
-                    .into_iter()
-                    .find(|v| !v.is_null())
-                    .map(age_of)
-                    .unwrap_or(Value::Null);
-                    let object = format!(
-                        "{}/{}",
-                        core["involvedObject"]["kind"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_lowercase(),
-                        core["involvedObject"]["name"].as_str().unwrap_or_default()
-                    );
-                    vec![
-                        seen,
-                        core["type"].clone(),
-                        core["reason"].clone(),
-                        json!(object),
-                        core["message"].clone(),
-                    ]
-                })
-                .collect(),
-        ),
-        "leases" => (
-            vec![name_col, column("Holder", "string", "", "", 0), age_col],
-            objects
-                .iter()
-                .map(|o| {
-                    vec![
-                        o["metadata"]["name"].clone(),
-                        o["spec"]["holderIdentity"].clone(),
-                        age(o),
-                    ]
-                })
-                .collect(),
-        ),
-        _ => (
-            vec![name_col, age_col],
-            objects
-                .iter()
-                .map(|o| vec![o["metadata"]["name"].clone(), age(o)])
-                .collect(),
-        ),
+    let (columns, with_name) = rt.builtin.map_or((&[crate::kinds::AGE][..], true), |k| {
+        (k.columns, k.name_column)
+    });
+    let mut defs: Vec<Value> = Vec::new();
+    if with_name {
+        defs.push(name_col);
     }
+    defs.extend(
+        columns
+            .iter()
+            .map(|c| column(c.name, c.ty, c.format, "", c.priority)),
+    );
+    let rows = objects
+        .iter()
+        .map(|o| {
+            let mut cells = Vec::with_capacity(defs.len());
+            if with_name {
+                cells.push(o["metadata"]["name"].clone());
+            }
+            cells.extend(columns.iter().map(|c| (c.cell)(o)));
+            cells
+        })
+        .collect();
+    (defs, rows)
 }
 
 #[cfg(test)]
