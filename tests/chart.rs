@@ -10,36 +10,13 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-const NAMESPACE: &str = "keyward-system";
-const RELEASE: &str = "kw";
-
-/// A tool `scripts/install-tools` puts in `.tools/bin`; missing, the test fails saying so.
-fn tool(name: &str) -> PathBuf {
-    let path = common::root().join(".tools/bin").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/install-tools",
-        path.display()
-    );
-    path
-}
-
-fn chart() -> String {
-    common::root().join("charts/keyward").display().to_string()
-}
-
-fn values_file(name: &str) -> String {
-    common::root()
-        .join("charts/keyward/ci")
-        .join(name)
-        .display()
-        .to_string()
-}
+use common::helm::{
+    NAMESPACE, RELEASE, chart, docs, helm, render, rendered, template_args, tool, values_file,
+};
 
 /// The value sets every structural check runs on: (what, extra helm arguments).
 fn value_sets() -> Vec<(&'static str, Vec<String>)> {
@@ -56,38 +33,8 @@ fn value_sets() -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
-fn helm(args: &[String]) -> Output {
-    Command::new(tool("helm"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("helm not runnable ({e}): run scripts/install-tools"))
-}
-
-fn template_args(extra: &[String]) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "template".into(),
-        RELEASE.into(),
-        chart(),
-        "--namespace".into(),
-        NAMESPACE.into(),
-    ];
-    args.extend(extra.iter().cloned());
-    args
-}
-
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
-}
-
-/// `helm template` of the chart; the rendered YAML.
-fn render(extra: &[String]) -> String {
-    let out = helm(&template_args(extra));
-    assert!(
-        out.status.success(),
-        "helm template {extra:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("helm prints UTF-8")
 }
 
 /// `helm template` that must fail; its error output.
@@ -99,15 +46,6 @@ fn render_fails(extra: &[String]) -> String {
         "helm template {extra:?} should have failed; it rendered"
     );
     stderr
-}
-
-fn docs(yaml: &str) -> Vec<Value> {
-    let all: Vec<Value> = serde_saphyr::from_str_multiple(yaml).expect("helm renders YAML");
-    all.into_iter().filter(|d| !d.is_null()).collect()
-}
-
-fn rendered(extra: &[String]) -> Vec<Value> {
-    docs(&render(extra))
 }
 
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -652,9 +590,10 @@ fn rule_file(name: &str) -> (Vec<Value>, Vec<Vec<String>>) {
     (rules, comments)
 }
 
-const RULE_FILES: [&str; 4] = [
+const RULE_FILES: [&str; 5] = [
     "operator-watched.yaml",
     "operator-hash-namespace.yaml",
+    "operator-hash-namespace-watched-mode.yaml",
     "verifier-watched.yaml",
     "verifier-hash-namespace.yaml",
 ];
@@ -772,13 +711,17 @@ fn rbac_binds_the_rule_files_cluster_wide_or_per_watched_namespace() {
     for (sa, who) in [(&sa_op, "operator"), (&sa_v, "verifier")] {
         let bound = bound_rules(&docs, sa);
         let watched = &files[format!("{who}-watched.yaml").as_str()];
+        // The hash namespace's rules, plus (operator) its watch there in this mode.
+        let mut hash = files[format!("{who}-hash-namespace.yaml").as_str()].clone();
+        if let Some(Value::Array(extra)) =
+            files.get(format!("{who}-hash-namespace-watched-mode.yaml").as_str())
+        {
+            hash.as_array_mut().expect("rules").extend(extra.clone());
+        }
         let mut expected = vec![
             (Some("shop".to_string()), watched.clone()),
             (Some("signup".to_string()), watched.clone()),
-            (
-                Some(NAMESPACE.to_string()),
-                files[format!("{who}-hash-namespace.yaml").as_str()].clone(),
-            ),
+            (Some(NAMESPACE.to_string()), hash),
         ];
         let mut bound_sorted = bound.clone();
         bound_sorted.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1076,5 +1019,94 @@ fn notes_say_what_to_apply_next() {
         "kubectl -n shop get apikey",
     ] {
         assert!(text.contains(part), "{part:?} not in {text}");
+    }
+}
+
+/// Test-local stand-ins for the Prometheus operator's CRDs (only their names and scope
+/// matter here; the emulator serves whatever a CRD declares).
+const MONITORING_CRDS: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: servicemonitors.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {plural: servicemonitors, singular: servicemonitor, kind: ServiceMonitor, listKind: ServiceMonitorList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: podmonitors.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {plural: podmonitors, singular: podmonitor, kind: PodMonitor, listKind: PodMonitorList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+/// The rendered chart, in each value set, applies with the real kubectl to the emulator (the
+/// playground's API) and a second apply changes no object.
+#[test]
+fn the_rendered_chart_applies_with_kubectl() {
+    let pg = common::Playground::start(None);
+    pg.ok(&["apply", "-f", &pg.file("monitoring.yaml", MONITORING_CRDS)]);
+    // The playground's hash namespace is the release namespace; watchNamespaces' two more.
+    for ns in ["shop", "signup"] {
+        pg.ok(&["create", "namespace", ns]);
+    }
+    for (what, extra) in value_sets() {
+        // As `helm install --namespace` does: objects without a namespace go to the release's.
+        let cluster_scoped = [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "Namespace",
+        ];
+        let mut items = docs(&render(&extra));
+        for item in &mut items {
+            let kind = item["kind"].as_str().unwrap_or_default();
+            if !cluster_scoped.contains(&kind) && item["metadata"]["namespace"].is_null() {
+                item["metadata"]["namespace"] = json!(NAMESPACE);
+            }
+        }
+        let stream: String = items.iter().map(|i| format!("---\n{i}\n")).collect();
+        let path = pg.file("chart.yaml", &stream);
+        let first = pg.kubectl(&["apply", "-f", &path]);
+        assert!(
+            first.status.success(),
+            "{what}: kubectl apply of the rendered chart failed:\n{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        let versions = |pg: &common::Playground| {
+            pg.ok(&[
+                "get",
+                "deployments,services,serviceaccounts,roles,rolebindings,configmaps",
+                "-A",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}",
+            ])
+        };
+        let before = versions(&pg);
+        assert!(
+            before.contains(&format!("{NAMESPACE}/{RELEASE}-keyward-operator=")),
+            "{what}: the operator Deployment was created:\n{before}"
+        );
+        pg.ok(&["apply", "-f", &path]);
+        assert_eq!(
+            before,
+            versions(&pg),
+            "{what}: a second apply changed objects"
+        );
     }
 }
