@@ -116,13 +116,13 @@ fn fields(kind: Kind) -> impl Strategy<Value = Fields> {
 }
 
 /// The configuration that sets `fields` (and what every manager of the kind must send).
-fn render(kind: Kind, fields: &Fields) -> Value {
+fn render(kind: Kind, name: &str, fields: &Fields) -> Value {
     let mut object = match kind {
         Kind::ConfigMap => {
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "o"}})
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}})
         }
         Kind::Deployment => json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "o"},
+            "metadata": {"name": name},
             "spec": {"selector": {"matchLabels": {"app": "o"}},
                      "template": {"metadata": {"labels": {"app": "o"}}, "spec": {"containers": []}}}}),
     };
@@ -175,6 +175,7 @@ fn resource(store: &Store, kind: Kind) -> ResourceType {
 fn apply(
     store: &Store,
     kind: Kind,
+    name: &str,
     manager: &str,
     fields: &Fields,
     force: bool,
@@ -188,9 +189,9 @@ fn apply(
         .patch(
             &resource(store, kind),
             "default",
-            "o",
+            name,
             PatchType::Apply,
-            render(kind, fields),
+            render(kind, name, fields),
             Part::Main,
             &opts,
         )
@@ -211,6 +212,16 @@ fn conflicts(error: &keyward_emulator::error::ApiError) -> BTreeSet<(String, Str
         .collect()
 }
 
+/// A fresh object name per case: the cases share one store (a store per case costs more
+/// than the case).
+fn next_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "o{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![Just(Kind::ConfigMap), Just(Kind::Deployment)]
 }
@@ -218,18 +229,19 @@ fn kind() -> impl Strategy<Value = Kind> {
 #[test]
 fn applying_the_same_configuration_twice_changes_nothing() {
     let cases = kind().prop_flat_map(|k| (Just(k), fields(k), fields(k)));
-    TestRunner::new(config(500))
+    let store = Store::new(100);
+    TestRunner::new(config(2000))
         .run(&cases, |(kind, other, mine)| {
-            let store = Store::new(1000);
+            let name = next_name();
             if !other.is_empty() {
-                apply(&store, kind, "other", &other, false).expect("first apply");
+                apply(&store, kind, &name, "other", &other, false).expect("first apply");
             }
-            let first = apply(&store, kind, "me", &mine, true).expect("forced apply");
-            let second = apply(&store, kind, "me", &mine, false);
+            let first = apply(&store, kind, &name, "me", &mine, true).expect("forced apply");
+            let second = apply(&store, kind, &name, "me", &mine, false);
             prop_assert!(second.is_ok(), "the same apply again refused: {:?}", second);
             prop_assert_eq!(&second.expect("checked"), &first);
             let stored = store
-                .get(&resource(&store, kind), "default", "o")
+                .get(&resource(&store, kind), "default", &name)
                 .expect("stored");
             prop_assert_eq!(
                 &stored["metadata"]["resourceVersion"],
@@ -243,16 +255,17 @@ fn applying_the_same_configuration_twice_changes_nothing() {
 #[test]
 fn a_field_another_applier_set_is_a_conflict_when_changed_without_force() {
     let cases = kind().prop_flat_map(|k| (Just(k), fields(k), fields(k)));
-    TestRunner::new(config(500))
+    let store = Store::new(100);
+    TestRunner::new(config(2000))
         .run(&cases, |(kind, theirs, mine)| {
-            let store = Store::new(1000);
-            apply(&store, kind, "them", &theirs, false).expect("first apply");
+            let name = next_name();
+            apply(&store, kind, &name, "them", &theirs, false).expect("first apply");
             let expected: BTreeSet<(String, String)> = mine
                 .iter()
                 .filter(|(slot, value)| theirs.get(*slot).is_some_and(|v| v != *value))
                 .map(|(slot, _)| (slot.path(), "conflict with \"them\"".to_string()))
                 .collect();
-            match apply(&store, kind, "me", &mine, false) {
+            match apply(&store, kind, &name, "me", &mine, false) {
                 Ok(_) => prop_assert!(expected.is_empty(), "unreported: {:?}", expected),
                 Err(e) => {
                     prop_assert_eq!(e.code, 409);
@@ -260,8 +273,8 @@ fn a_field_another_applier_set_is_a_conflict_when_changed_without_force() {
                 }
             }
             // Forced, it succeeds and every field has my value.
-            let forced = apply(&store, kind, "me", &mine, true).expect("forced apply");
-            let again = render(kind, &mine);
+            let forced = apply(&store, kind, &name, "me", &mine, true).expect("forced apply");
+            let again = render(kind, &name, &mine);
             for pointer in mine.keys().filter_map(|s| s.pointer()) {
                 prop_assert_eq!(
                     forced.pointer(&pointer),
@@ -288,13 +301,14 @@ fn a_field_an_updater_changed_is_a_conflict_for_the_applier() {
             }),
         )
     });
-    TestRunner::new(config(500))
+    let store = Store::new(100);
+    TestRunner::new(config(2000))
         .run(&cases, |(kind, mine, edits)| {
-            let store = Store::new(1000);
+            let name = next_name();
             let rt = resource(&store, kind);
-            apply(&store, kind, "me", &mine, false).expect("first apply");
+            apply(&store, kind, &name, "me", &mine, false).expect("first apply");
             // An editor changes some fields with a merge patch (an Update manager).
-            let mut patch = render(kind, &edits);
+            let mut patch = render(kind, &name, &edits);
             for drop in ["apiVersion", "kind"] {
                 patch.as_object_mut().expect("object").remove(drop);
             }
@@ -316,7 +330,7 @@ fn a_field_an_updater_changed_is_a_conflict_for_the_applier() {
                 .patch(
                     &rt,
                     "default",
-                    "o",
+                    &name,
                     PatchType::Merge,
                     patch,
                     Part::Main,
@@ -331,7 +345,7 @@ fn a_field_an_updater_changed_is_a_conflict_for_the_applier() {
                     (slot.path(), message)
                 })
                 .collect();
-            match apply(&store, kind, "me", &mine, false) {
+            match apply(&store, kind, &name, "me", &mine, false) {
                 Ok(_) => prop_assert!(expected.is_empty(), "unreported: {:?}", expected),
                 Err(e) => {
                     prop_assert_eq!(e.code, 409);

@@ -89,7 +89,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, SpecError> {
 /// The shortest of `ms` or `s` that says `d` exactly (milliseconds are the finest grain).
 fn show_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
