@@ -1,24 +1,101 @@
 //! Test hooks: make chosen requests fail, hang or answer late, drop open watches, and count
-//! requests by verb and resource (for "zero writes when nothing changed").
+//! requests by verb and resource (for "zero writes when nothing changed"). Faults are either
+//! rules for the nth request of a verb ([`Fault`]) or a seeded random fraction of requests
+//! ([`RandomFaults`], also selectable on the served emulator's command line).
+
+mod random;
+mod spec;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
+
+use crate::error::ApiError;
+pub use random::{FaultKind, RandomFaults, all_kinds, is_write};
+pub use spec::{SpecError, parse_duration};
 
 /// What happens to a request a fault matches.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultAction {
-    /// Answer with this status code (and a Status body) without doing anything.
+    /// Answer with this status code (and a Status body with the apiserver's reason for it)
+    /// without doing anything; 429 carries `Retry-After: 1`.
     Fail(u16),
+    /// Answer 429 Too Many Requests with `Retry-After` of this many seconds, as the
+    /// apiserver's priority and fairness does, without doing anything.
+    Throttle(u32),
     /// Do the request, then answer with this status code as if it had failed: the client
     /// never learns its write happened (a crash right after the write).
     FailAfter(u16),
     /// Wait this long, then serve the request normally.
     Delay(Duration),
-    /// Never answer; the client's timeout decides.
+    /// Never answer (nor do anything); the client's timeout decides. Ends with 503 when the
+    /// emulator stops, or 504 after the hang timeout ([`Hooks::set_hang_timeout`]).
     Hang,
+    /// Do the request, then never answer, as [`FaultAction::Hang`].
+    HangAfter,
+    /// Serve the watch, then cut its connection mid-stream after this long.
+    CutWatch(Duration),
+    /// Answer the watch with 410 Gone (an `ERROR` event), as for a resourceVersion already
+    /// compacted: the client must list again.
+    ExpireWatch,
+}
+
+impl FaultAction {
+    /// The name it is counted under in [`Hooks::injected`].
+    pub fn label(&self) -> String {
+        match self {
+            Self::Fail(429) | Self::Throttle(_) => "429".into(),
+            Self::Fail(code) => code.to_string(),
+            Self::FailAfter(_) => "fail-after".into(),
+            Self::Delay(_) => "latency".into(),
+            Self::Hang => "hang".into(),
+            Self::HangAfter => "hang-after".into(),
+            Self::CutWatch(_) => "cut-watch".into(),
+            Self::ExpireWatch => "expire-watch".into(),
+        }
+    }
+}
+
+/// The apiserver's Status reason for an injected code.
+fn reason(code: u16) -> &'static str {
+    match code {
+        409 => "Conflict",
+        429 => "TooManyRequests",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "InternalError",
+    }
+}
+
+/// The answer to a request refused by a fault: a Status with the code's reason, and for
+/// 429 the `Retry-After` header and `details.retryAfterSeconds` the apiserver sends.
+pub fn refusal(code: u16, retry_after: Option<u32>, message: String) -> Response {
+    let mut error = ApiError::new(code, reason(code), message);
+    let retry_after = retry_after.or((code == 429).then_some(1));
+    if let Some(secs) = retry_after {
+        error.details = Some(serde_json::json!({ "retryAfterSeconds": secs }));
+    }
+    let status = axum::http::StatusCode::from_u16(code)
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        error.status().to_string(),
+    )
+        .into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 /// A rule: the `nth` (1-based, counted from when the rule was added) request with this verb
@@ -86,20 +163,32 @@ const LOG_LIMIT: usize = 200_000;
 /// The emulator's hooks, shared by every request.
 pub struct Hooks {
     faults: Mutex<Vec<Fault>>,
+    random: Mutex<Option<random::Selector>>,
     counters: Mutex<BTreeMap<(String, String), u64>>,
+    injected: Mutex<BTreeMap<String, u64>>,
     log: Mutex<std::collections::VecDeque<Recorded>>,
     drop_watches: watch::Sender<u64>,
+    stopping: watch::Sender<bool>,
+    hang_timeout: Mutex<Option<Duration>>,
 }
 
 impl Default for Hooks {
     fn default() -> Self {
         Self {
             faults: Mutex::new(Vec::new()),
+            random: Mutex::new(None),
             counters: Mutex::new(BTreeMap::new()),
+            injected: Mutex::new(BTreeMap::new()),
             log: Mutex::new(std::collections::VecDeque::new()),
             drop_watches: watch::channel(0).0,
+            stopping: watch::channel(false).0,
+            hang_timeout: Mutex::new(None),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hooks {
@@ -111,12 +200,78 @@ impl Hooks {
             .push(fault);
     }
 
-    /// Removes every fault rule.
+    /// Removes every fault rule (not the random faults: see [`Hooks::set_random_faults`]).
     pub fn clear_faults(&self) {
         self.faults
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+    }
+
+    /// Starts (or, with `None`, stops) faults at random; the count of requests per object
+    /// the draws depend on starts again from zero. Its hang timeout becomes the hooks' own.
+    pub fn set_random_faults(&self, config: Option<RandomFaults>) {
+        if let Some(c) = &config {
+            self.set_hang_timeout(c.hang_timeout);
+        }
+        *lock(&self.random) = config.map(random::Selector::new);
+    }
+
+    /// The random faults in force.
+    pub fn random_faults(&self) -> Option<RandomFaults> {
+        lock(&self.random).as_ref().map(|s| s.config.clone())
+    }
+
+    /// Hung requests get 504 Timeout after this long (as kube-apiserver answers requests
+    /// that outlive its `--request-timeout`); `None`: they wait until the emulator stops.
+    pub fn set_hang_timeout(&self, timeout: Option<Duration>) {
+        *lock(&self.hang_timeout) = timeout;
+    }
+
+    /// Faults injected so far by kind (`500`, `429`, `409`, `fail-after`, `hang`,
+    /// `hang-after`, `latency`, `cut-watch`, `expire-watch`), from rules and at random.
+    pub fn injected(&self) -> BTreeMap<String, u64> {
+        lock(&self.injected).clone()
+    }
+
+    /// Faults injected so far, all kinds together.
+    pub fn injected_total(&self) -> u64 {
+        lock(&self.injected).values().sum()
+    }
+
+    /// Tells hung requests the emulator is stopping, so they end and let it stop.
+    pub(crate) fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+        self.drop_watches();
+    }
+
+    /// Waits as a hung request does: until the emulator stops (then 503), or the hang
+    /// timeout passes (then 504). Returns the answer to give.
+    pub(crate) async fn hang(&self, what: &str) -> Response {
+        let timeout = *lock(&self.hang_timeout);
+        let mut stopping = self.stopping.subscribe();
+        let stopped = stopping.wait_for(|s| *s);
+        match timeout {
+            Some(t) => {
+                if tokio::time::timeout(t, stopped).await.is_err() {
+                    return refusal(
+                        504,
+                        None,
+                        format!(
+                            "Timeout: request did not complete within the allotted timeout ({what}, injected hang)"
+                        ),
+                    );
+                }
+            }
+            None => {
+                let _ = stopped.await;
+            }
+        }
+        let mut response = refusal(503, None, format!("the emulator is stopping ({what})"));
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
     }
 
     /// Logs a request (see [`Hooks::requests`]).
@@ -138,12 +293,13 @@ impl Hooks {
             .collect()
     }
 
-    /// Counts a request (for the object `name`, if it names one) and returns the fault
-    /// action it gets, if any.
+    /// Counts a request (for the object `name` in `namespace`, if it names one) and returns
+    /// the fault action it gets, if any: a rule's first, else a random one.
     pub fn on_request(
         &self,
         verb: &str,
         resource: &str,
+        namespace: Option<&str>,
         name: Option<&str>,
     ) -> Option<FaultAction> {
         *self
@@ -167,6 +323,22 @@ impl Hooks {
                     action = Some(fault.action.clone());
                 }
             }
+        }
+        drop(faults);
+        if action.is_none()
+            && let Some(selector) = lock(&self.random).as_mut()
+        {
+            action = selector
+                .select(random::Request {
+                    verb,
+                    resource,
+                    namespace,
+                    name,
+                })
+                .map(|(_, a)| a);
+        }
+        if let Some(a) = &action {
+            *lock(&self.injected).entry(a.label()).or_default() += 1;
         }
         action
     }
@@ -203,12 +375,13 @@ impl Hooks {
             .sum()
     }
 
-    /// Resets every counter to zero and empties the request log.
+    /// Resets every counter (injected faults too) to zero and empties the request log.
     pub fn reset_counters(&self) {
         self.counters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        lock(&self.injected).clear();
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::discovery;
 use crate::error::ApiError;
-use crate::faults::{FaultAction, Hooks};
+use crate::faults::{self, FaultAction, Hooks};
 use crate::resources::ResourceType;
 use crate::schema::FieldValidation;
 use crate::selectors::{FieldSelector, LabelSelector};
@@ -447,7 +447,9 @@ async fn serve(
         Some(sub) => format!("{}/{sub}", target.rt.plural),
         None => target.rt.plural.clone(),
     };
-    let mut fail_after = None;
+    let what = format!("{verb} {resource_label}");
+    let mut after = None;
+    let mut cut_watch = None;
     shared.hooks.record(crate::faults::Recorded {
         user: user_of(headers),
         verb: verb.to_string(),
@@ -457,32 +459,44 @@ async fn serve(
         namespace: target.namespace.clone(),
         name: target.name.clone(),
     });
-    match shared
-        .hooks
-        .on_request(verb, &resource_label, target.name.as_deref())
-    {
+    match shared.hooks.on_request(
+        verb,
+        &resource_label,
+        target.namespace.as_deref(),
+        target.name.as_deref(),
+    ) {
         Some(FaultAction::Fail(code)) => {
-            return error_response(&ApiError::new(
-                code,
-                "InternalError",
-                format!("injected failure ({code}) for {verb} {resource_label}"),
-            ));
+            return faults::refusal(code, None, format!("injected failure ({code}) for {what}"));
         }
-        Some(FaultAction::FailAfter(code)) => fail_after = Some(code),
+        Some(FaultAction::Throttle(secs)) => {
+            return faults::refusal(429, Some(secs), format!("injected throttling for {what}"));
+        }
+        Some(FaultAction::FailAfter(code)) => after = Some(Some(code)),
+        Some(FaultAction::HangAfter) => after = Some(None),
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
-        Some(FaultAction::Hang) => std::future::pending::<()>().await,
-        None => {}
+        Some(FaultAction::Hang) => return shared.hooks.hang(&what).await,
+        Some(FaultAction::CutWatch(d)) => cut_watch = Some(d),
+        Some(FaultAction::ExpireWatch) if verb == "watch" => {
+            let current = shared.store.current_rv();
+            let from = query.get("resourceVersion").map_or("0", String::as_str);
+            let gone = ApiError::gone(format!(
+                "too old resource version: {from} ({current}) (injected)"
+            ));
+            return stream_response(vec![event_line("ERROR", &gone.status())], None);
+        }
+        Some(FaultAction::ExpireWatch) | None => {}
     }
-    let response = match dispatch(shared, verb, headers, query, &target, &bytes).await {
+    let response = match dispatch(shared, verb, headers, query, &target, &bytes, cut_watch).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
-    match fail_after {
-        Some(code) => error_response(&ApiError::new(
+    match after {
+        Some(Some(code)) => faults::refusal(
             code,
-            "InternalError",
-            format!("injected failure ({code}) after {verb} {resource_label}"),
-        )),
+            None,
+            format!("injected failure ({code}) after {what}"),
+        ),
+        Some(None) => shared.hooks.hang(&what).await,
         None => response,
     }
 }
@@ -494,6 +508,7 @@ async fn dispatch(
     query: &HashMap<String, String>,
     target: &Target,
     bytes: &Bytes,
+    cut_watch: Option<Duration>,
 ) -> Result<Response, ApiError> {
     if matches!(verb, "create" | "update" | "patch") {
         crate::limits::check_body(bytes.len())?;
@@ -547,7 +562,15 @@ async fn dispatch(
             };
             let ns_filter = target.namespace.as_deref();
             if verb == "watch" {
-                return watch(shared, target, query, Box::new(filter), render_for(headers)).await;
+                return watch(
+                    shared,
+                    target,
+                    query,
+                    Box::new(filter),
+                    render_for(headers),
+                    cut_watch,
+                )
+                .await;
             }
             if verb == "deletecollection" {
                 let page = store.list(rt, ns_filter, &filter, None, None)?;
@@ -808,6 +831,7 @@ async fn watch(
     query: &HashMap<String, String>,
     filter: Filter,
     render: Render,
+    cut: Option<Duration>,
 ) -> Result<Response, ApiError> {
     let rt = target.rt.clone();
     let ns = target.namespace.clone();
@@ -888,6 +912,7 @@ async fn watch(
             }
         }
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let cut_at = cut.map(|c| tokio::time::Instant::now() + c);
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
         loop {
@@ -897,8 +922,21 @@ async fn watch(
                     None => std::future::pending().await,
                 }
             };
+            let sleep_until_cut = async {
+                match cut_at {
+                    Some(c) => tokio::time::sleep_until(c).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = sleep_until_deadline => return,
+                _ = sleep_until_cut => {
+                    // Half an event, then the connection breaks (an error ends the body
+                    // without its last chunk): what a client sees when a watch is cut.
+                    let _ = tx.send(Ok(Bytes::from_static(b"{\"type\":\"MODIFIED\",\"object\":{"))).await;
+                    let _ = tx.send(Err(std::io::Error::other("injected watch cut"))).await;
+                    return;
+                }
                 _ = drops.changed() => return,
                 _ = ticker.tick(), if bookmarks => {
                     let bookmark = json!({"apiVersion": rt_task.api_version(), "kind": rt_task.kind, "metadata": {"resourceVersion": last_rv.to_string()}});

@@ -39,7 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use faults::{Fault, FaultAction, Hooks, Recorded};
+pub use faults::{Fault, FaultAction, FaultKind, Hooks, RandomFaults, Recorded};
 pub use store::Store;
 
 /// Tunables of an emulator instance.
@@ -55,6 +55,8 @@ pub struct Options {
     pub watch_window: Duration,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
+    /// Faults at random from the start (see [`Hooks::set_random_faults`]).
+    pub faults: Option<RandomFaults>,
 }
 
 impl Default for Options {
@@ -64,6 +66,7 @@ impl Default for Options {
             history: 10_000,
             watch_window: store::DEFAULT_WATCH_WINDOW,
             bookmark_interval: Duration::from_secs(5),
+            faults: None,
         }
     }
 }
@@ -88,7 +91,11 @@ impl Emulator {
         let addr = listener.local_addr()?;
         let shared = Arc::new(http::Shared {
             store: Store::with_watch_window(options.history, options.watch_window),
-            hooks: Hooks::default(),
+            hooks: {
+                let hooks = Hooks::default();
+                hooks.set_random_faults(options.faults.clone());
+                hooks
+            },
             bookmark_interval: options.bookmark_interval,
             server_address: addr.to_string(),
         });
@@ -167,13 +174,13 @@ impl Emulator {
         std::fs::write(path, self.kubeconfig_yaml("default"))
     }
 
-    /// Stops serving: open watches end, then the listener closes.
+    /// Stops serving: open watches and hung requests end, then the listener closes.
     pub async fn shutdown(mut self) {
         self.stop().await;
     }
 
     async fn stop(&mut self) {
-        self.shared.hooks.drop_watches();
+        self.shared.hooks.begin_shutdown();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -185,7 +192,7 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        self.shared.hooks.drop_watches();
+        self.shared.hooks.begin_shutdown();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
