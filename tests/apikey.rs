@@ -387,6 +387,46 @@ async fn lost_and_tampered_secrets_get_new_keys_and_moves_keep_the_key() {
     op.wait_secret_gone("fragile").await; // the old Secret is deleted
 }
 
+/// A ShowOnce key nobody reveals within its window leaves the Secret: only its hash stays.
+/// The key was written by a create, so emptying the Secret cannot rely on server-side
+/// apply dropping fields it does not alone manage (the fault suite caught the window
+/// closing over and over with the key still there).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unrevealed_show_once_key_leaves_the_secret_when_its_window_closes() {
+    let op = Operator::start().await;
+    op.apply(
+        "late",
+        json!({"delivery": "ShowOnce", "revealWindow": "1s"}),
+    )
+    .await;
+    let ak = op.wait_ready("late").await;
+    let key = op.key_in("late", "api-key").await;
+    assert!(key.is_some(), "the key waits in the Secret for its window");
+    let closed = common::eventually("the window to close", || async {
+        let s = op.secrets().get("late").await.ok()?;
+        let gone = s.data.as_ref().is_none_or(|d| !d.contains_key("api-key"));
+        let at = s
+            .metadata
+            .annotations
+            .as_ref()?
+            .get("keyward.dev/revealed-at")
+            .cloned();
+        (gone && at.is_some()).then_some(s)
+    })
+    .await;
+    assert!(
+        verifies(op.record(&ak).await.as_ref(), key.as_deref().expect("key")),
+        "the hash still verifies the key whoever kept it"
+    );
+    // Converged: no more writes to the Secret once it is empty.
+    op.wait_idle().await;
+    let after = op.secrets().get("late").await.expect("Secret");
+    assert_eq!(
+        after.metadata.resource_version, closed.metadata.resource_version,
+        "closing the window happens once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn show_once_keys_are_revealed_once() {
     let op = Operator::start().await;

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::lookup::{self, LookupError};
 use crate::clock::rfc3339;
 use crate::controller::apikey::REVEALED_AT;
+use crate::controller::secrets::pointer_escape;
 use crate::crd::Delivery;
 use crate::keys::PlainKey;
 
@@ -34,10 +35,6 @@ pub enum RevealError {
         step: &'static str,
         source: Box<kube::Error>,
     },
-}
-
-fn pointer_escape(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// Reads the key and empties the Secret in one guarded write; returns the key only if this

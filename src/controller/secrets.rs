@@ -24,7 +24,69 @@ pub enum Deleted {
     NotOurs,
 }
 
+/// A JSON pointer token for `key` (RFC 6901).
+pub fn pointer_escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
 impl Context {
+    /// Removes the data key `data_key` from `secret` and sets `annotation` to `value`, in
+    /// one JSON patch guarded by the resourceVersion that was read (a `test` that fails
+    /// with 422 when the Secret changed meanwhile). Server-side apply cannot do this: it
+    /// removes only fields the applier alone manages, and the key was written by a create.
+    pub async fn empty_secret(
+        &self,
+        api: &Api<Secret>,
+        secret: &Secret,
+        data_key: &str,
+        annotation: &str,
+        value: &str,
+    ) -> Result<Secret, kube::Error> {
+        let mut ops = vec![serde_json::json!(
+            {"op": "test", "path": "/metadata/resourceVersion", "value": secret.resource_version()}
+        )];
+        if secret
+            .data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(data_key))
+        {
+            ops.push(serde_json::json!(
+                {"op": "remove", "path": format!("/data/{}", pointer_escape(data_key))}
+            ));
+        }
+        if secret.metadata.annotations.is_none() {
+            ops.push(serde_json::json!(
+                {"op": "add", "path": "/metadata/annotations", "value": {}}
+            ));
+        }
+        ops.push(serde_json::json!({"op": "add",
+            "path": format!("/metadata/annotations/{}", pointer_escape(annotation)), "value": value}));
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
+            .map_err(kube::Error::SerdeError)?;
+        let answer = api
+            .patch(
+                &secret.name_any(),
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &Patch::<()>::Json(patch),
+            )
+            .await;
+        match answer {
+            Ok(written) => {
+                self.activity.wrote(&written);
+                Ok(written)
+            }
+            Err(e) => {
+                if outcome_unknown(&e) {
+                    self.activity.uncertain(secret);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Creates `desired` when `existing` is `None`, else applies it over `existing`.
     pub async fn create_or_apply(
         &self,

@@ -2,6 +2,7 @@
 //! pointed at it.
 #![allow(dead_code)]
 
+pub mod convergence;
 pub mod helm;
 pub mod minter;
 pub mod operator;

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::observe::{Snapshot, target_api};
 use super::plan::{Observed, Source, Workload};
-use super::{ApiKeys, Error, build, stale_or};
+use super::{ApiKeys, Error, REVEALED_AT, build, stale_or};
 use crate::clock::rfc3339;
 use crate::controller::events::Note;
 use crate::crd::{ApiKey, DeletionPolicy, annotations};
@@ -314,15 +314,16 @@ impl ApiKeys {
             return Ok(());
         };
         let now = rfc3339(self.ctx.clock.now());
-        let desired = build::workload_secret(
-            ak,
-            &secret.name_any(),
-            None,
-            current,
-            &record.history,
-            Some(&now),
-        );
-        self.write_workload(ak, desired, Some(secret)).await?;
+        self.ctx
+            .empty_secret(
+                &self.secrets(ak),
+                secret,
+                &ak.spec.secret_key,
+                REVEALED_AT,
+                &now,
+            )
+            .await
+            .map_err(super::finalizer_err("emptying the workload Secret"))?;
         let note = Note::normal(
             "RevealWindowClosed",
             "Reveal",
