@@ -8,9 +8,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use common::eventually;
 use common::helm::{NAMESPACE as HASH_NS, RELEASE, rendered};
@@ -37,28 +36,7 @@ struct Process {
 
 impl Process {
     fn start(kubeconfig: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--log-format", "json"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("keyward starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && let Some(addr) = v["fields"]["addr"].as_str()
-                {
-                    let _ = tx.send(addr.to_string());
-                }
-            }
-        });
-        let addr = tokio::task::block_in_place(|| rx.recv_timeout(common::PATIENCE))
-            .expect("keyward logs the address it serves");
+        let (child, addr) = common::convergence::serving(kubeconfig, args);
         Self { child, addr }
     }
 

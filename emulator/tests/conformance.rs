@@ -1,8 +1,11 @@
 //! Conformance of the emulator with kube-apiserver, through the real kube-rs client over
 //! real HTTP: one test per semantic keyward or kubectl relies on.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{api_error, start};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
@@ -15,19 +18,6 @@ use kube::api::{
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Config};
 use serde_json::{Value, json};
-
-async fn start() -> (Emulator, Client) {
-    let emulator = Emulator::start().await.expect("emulator starts");
-    let client = emulator.client();
-    (emulator, client)
-}
-
-fn api_error(err: kube::Error) -> kube::core::Status {
-    match err {
-        kube::Error::Api(status) => *status,
-        other => panic!("expected an API error, got {other:?}"),
-    }
-}
 
 fn secret(name: &str, labels: Value) -> Secret {
     serde_json::from_value(json!({

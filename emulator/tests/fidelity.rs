@@ -3,27 +3,16 @@
 //! and OpenAPI schemas kubectl reads, and the kinds a Helm chart installs. Each test names
 //! the API server behaviour it follows.
 
+mod common;
+
+use common::{api_error, start};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use keyward_emulator::Emulator;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use prost::Message;
 use serde_json::{Value, json};
-
-async fn start() -> (Emulator, Client) {
-    let emulator = Emulator::start().await.expect("emulator starts");
-    let client = emulator.client();
-    (emulator, client)
-}
-
-fn api_error(err: kube::Error) -> kube::core::Status {
-    match err {
-        kube::Error::Api(status) => *status,
-        other => panic!("expected an API error, got {other:?}"),
-    }
-}
 
 fn dynamic(
     client: &Client,

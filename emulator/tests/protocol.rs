@@ -3,8 +3,11 @@
 //! upgrade, and a watch history bounded in time. Each test names the kube-apiserver
 //! behaviour (source file or documentation page) it follows.
 
+mod common;
+
 use std::time::Duration;
 
+use common::start;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -13,12 +16,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::client::Body;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
-
-async fn start() -> (Emulator, kube::Client) {
-    let emulator = Emulator::start().await.expect("emulator starts");
-    let client = emulator.client();
-    (emulator, client)
-}
 
 /// A raw request: the HTTP status code and the JSON body, whatever they are.
 async fn raw(

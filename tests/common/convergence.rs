@@ -129,17 +129,32 @@ pub fn kill9(child: &mut Child) {
 
 /// `keyward verifier` on an ephemeral port; the child and its address.
 pub fn verifier(kubeconfig: &Path, hash_namespace: &str) -> (Child, String) {
+    serving(
+        kubeconfig,
+        &[
+            "verifier",
+            "--addr",
+            "127.0.0.1:0",
+            "--hash-namespace",
+            hash_namespace,
+        ],
+    )
+}
+
+/// `keyward --log-format json ARGS` with `kubeconfig`, and the address it logs it serves.
+pub fn serving(kubeconfig: &Path, args: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(["--log-format", "json", "verifier", "--addr", "127.0.0.1:0"])
-        .args(["--hash-namespace", hash_namespace])
+        .args(["--log-format", "json"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("keyward verifier starts");
+        .expect("keyward starts");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
+    // Keep reading for the process's whole life; hand over the first address.
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
             .lines()
@@ -153,7 +168,7 @@ pub fn verifier(kubeconfig: &Path, hash_namespace: &str) -> (Child, String) {
         }
     });
     let addr = tokio::task::block_in_place(|| rx.recv_timeout(super::PATIENCE))
-        .expect("the verifier logs its address");
+        .expect("keyward logs the address it serves");
     (child, addr)
 }
 
